@@ -1,0 +1,130 @@
+"""Command-line entry points: tune-run, tune-export, tune-train, tune-ui.
+
+Only argparse is imported at module level, so `--help` answers at once; the engine (Ray,
+Optuna, MLflow, torch) is imported when a command runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+SMOKE_SAMPLES = 4
+
+
+def _fail(exc: Exception) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tune-run",
+        description="Run a hyperparameter search defined by a space file (Ray Tune + Optuna), "
+                    "tracking every trial in MLflow.",
+        epilog="Example: tune-run spaces/multitask.py --smoke-test",
+    )
+    p.add_argument("space", help="path of the space file, e.g. spaces/multitask.py")
+    p.add_argument("--data", help="data root in its public layout (default: embedded synthetic chest X-rays)")
+    p.add_argument("--name", help="experiment name (default: <space>-<timestamp>); needed with --resume")
+    p.add_argument("--num-samples", type=int, help=f"number of trials (default 16, {SMOKE_SAMPLES} with --smoke-test)")
+    p.add_argument("--smoke-test", action="store_true", help="apply the space file's SMOKE overrides: tiny models, few epochs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a config key for every trial, type-checked (repeatable)")
+    p.add_argument("--scheduler", default="asha", help="asha (default), fifo, median or hyperband; acts on the first objective")
+    p.add_argument("--sampler", default="tpe", help="Optuna sampler: tpe (default; multi-objective TPE for several objectives), nsga2, random")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed, e.g. 0.5")
+    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop starting/running trials after this long")
+    p.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial from its last checkpoint")
+    p.add_argument("--address", help="an existing Ray cluster (e.g. auto); default: start a local one")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment named by --name")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed and train/seed of every trial")
+    return p
+
+
+def run_main(argv: list[str] | None = None) -> int:
+    args = _run_parser().parse_args(argv)
+    from mlflow_server.server import results_dir
+    from search.errors import UsageError
+    from search.experiment import Settings, default_name, load_settings
+    from search.overrides import parse_sets
+    from search.runner import run_experiment
+    from search.spacefile import load_space
+
+    home = results_dir()
+    try:
+        if args.resume:
+            if not args.name:
+                raise UsageError("--resume needs --name NAME, the experiment to continue.")
+            settings = load_settings(home, args.name)
+        else:
+            space = load_space(args.space)
+            overrides = parse_sets(args.set, space.defaults)
+            if args.data:
+                overrides["data/root"] = os.path.abspath(args.data)
+            settings = Settings(
+                name=args.name or default_name(args.space), space_path=space.path,
+                num_samples=args.num_samples or (SMOKE_SAMPLES if args.smoke_test else 16),
+                scheduler=args.scheduler, sampler=args.sampler, cpus_per_trial=args.cpus_per_trial,
+                gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+                time_budget=args.time_budget, max_failures=args.max_failures, seed=args.seed,
+                smoke_test=args.smoke_test, overrides=overrides,
+            )
+        return run_experiment(settings, home, resume=args.resume, address=args.address)
+    except (UsageError, FileNotFoundError) as exc:
+        return _fail(exc)
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="tune-export", description="Write an experiment's best config and its Pareto set as YAML.")
+    p.add_argument("experiment", help="experiment name, as given to tune-run --name")
+    p.add_argument("-o", "--output", default="best.yaml", help="YAML file to write (default best.yaml)")
+    args = p.parse_args(argv)
+    from search.errors import UsageError
+    from search.export import export_experiment
+
+    try:
+        doc = export_experiment(args.experiment, args.output)
+    except UsageError as exc:
+        return _fail(exc)
+    print(f"Wrote {args.output}: best trial {doc['best']['trial_id']} and {len(doc['pareto'])} Pareto trial(s).")
+    return 0
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="tune-train", description="Re-train one config from a tune-export YAML, tracked in MLflow.")
+    p.add_argument("config", help="YAML written by tune-export")
+    p.add_argument("--pareto", type=int, metavar="I", help="train the I-th Pareto trial instead of the best one")
+    p.add_argument("--name", help="experiment name (default: <exported experiment>-retrain-<timestamp>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--cpus", type=float, default=1.0)
+    p.add_argument("--gpus", type=float, default=0.0)
+    args = p.parse_args(argv)
+    from search.errors import UsageError
+    from search.export import retrain
+
+    try:
+        metrics = retrain(args.config, pareto=args.pareto, name=args.name, sets=args.set, cpus=args.cpus, gpus=args.gpus)
+    except UsageError as exc:
+        return _fail(exc)
+    print("Final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    return 0
+
+
+def ui_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="tune-ui", description="Start (or find) the MLflow tracking server and print its address.")
+    p.add_argument("--port", type=int, help="port for a new server (default 5000, or a free one)")
+    p.add_argument("--stop", action="store_true", help="stop the server this project started")
+    args = p.parse_args(argv)
+    from mlflow_server.server import ensure_server, stop_server
+
+    if args.stop:
+        print("stopped" if stop_server() else "no server was running")
+        return 0
+    try:
+        print(f"MLflow UI: {ensure_server(port=args.port)}")
+    except RuntimeError as exc:
+        return _fail(exc)
+    return 0

@@ -1,0 +1,121 @@
+"""Export an experiment's best config and Pareto set as YAML, and re-train from such a file."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import yaml
+
+from search.errors import UsageError
+
+
+def _parent_run(client, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+        raise UsageError(f"There is no experiment named {experiment!r} on the tracking server; known: {', '.join(names) or 'none'}.")
+    runs = client.search_runs([exp.experiment_id], "tags.`medtune.role` = 'parent'", max_results=1)
+    if not runs:
+        raise UsageError(f"Experiment {experiment!r} has no parent run; was it created by tune-run?")
+    return runs[0]
+
+
+def _entry(record) -> dict:
+    return {"trial_id": record.trial_id, "run_id": record.run_id,
+            "metrics": {k: v for k, v in sorted(record.metrics.items())}, "config": record.config}
+
+
+def export_experiment(experiment: str, output: str) -> dict:
+    """Write {experiment, space, trainable, objectives, resources, best, pareto} to output."""
+    from mlflow import MlflowClient
+
+    from mlflow_server.pareto import pareto_front
+    from mlflow_server.server import ensure_server
+    from mlflow_server.tracking import collect_trials
+
+    client = MlflowClient(ensure_server())
+    parent = _parent_run(client, experiment)
+    info = json.loads(open(client.download_artifacts(parent.info.run_id, "experiment.json")).read())
+    objectives = json.loads(parent.data.params["objectives"])
+    finished = [r for r in collect_trials(client, parent.info.run_id) if r.status == "FINISHED"]
+    if not finished:
+        raise UsageError(f"Experiment {experiment!r} has no finished trial to export yet.")
+    primary, mode = next(iter(objectives.items()))
+    ranked = [r for r in finished if primary in r.metrics]
+    best = (max if mode == "max" else min)(ranked, key=lambda r: r.metrics[primary])
+    front = [finished[i] for i in pareto_front([r.metrics for r in finished], objectives)]
+    settings = info["settings"]
+    doc = {
+        "experiment": experiment,
+        "space": parent.data.tags.get("medtune.space_file"),
+        "trainable": parent.data.tags.get("medtune.trainable"),
+        "objectives": objectives,
+        "resources": {"cpus": settings["cpus_per_trial"], "gpus": settings["gpus_per_trial"]},
+        "best": _entry(best),
+        "pareto": [_entry(r) for r in front],
+    }
+    with open(output, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+    return doc
+
+
+def retrain(path: str, pareto: int | None = None, name: str | None = None, sets: list[str] = (),
+            cpus: float | None = None, gpus: float | None = None) -> dict:
+    """Train the exported best (or I-th Pareto) config once under Ray Tune, tracked in MLflow."""
+    from search.overrides import check_value, parse_sets
+    from trainables.registry import get_trainable
+
+    if not os.path.isfile(path):
+        raise UsageError(f"Config file {path!r} does not exist; write one with tune-export.")
+    with open(path) as f:
+        doc = yaml.safe_load(f)
+    if not isinstance(doc, dict) or "best" not in doc or "trainable" not in doc:
+        raise UsageError(f"{path!r} is not a tune-export file: it needs 'trainable' and 'best' entries.")
+    if pareto is not None and not 0 <= pareto < len(doc.get("pareto", [])):
+        raise UsageError(f"--pareto {pareto} is out of range; {path!r} has {len(doc.get('pareto', []))} Pareto trials (0-based).")
+    entry = doc["best"] if pareto is None else doc["pareto"][pareto]
+    try:
+        spec = get_trainable(doc["trainable"])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    config = {k: check_value(k, v, spec.defaults, path) for k, v in entry["config"].items()}
+    config.update(parse_sets(list(sets), spec.defaults))
+    resources = doc.get("resources", {})
+    name = name or f"{doc.get('experiment', 'export')}-retrain-{time.strftime('%Y%m%d-%H%M%S')}"
+    return train_once(spec, config, name, doc.get("objectives", {}),
+                      cpus if cpus is not None else resources.get("cpus", 1.0),
+                      gpus if gpus is not None else resources.get("gpus", 0.0),
+                      source=entry.get("run_id", ""))
+
+
+def train_once(spec, config: dict, name: str, objectives: dict, cpus: float, gpus: float, source: str) -> dict:
+    import ray
+    from mlflow import MlflowClient
+    from ray import tune
+
+    from mlflow_server.server import ensure_server, results_dir
+    from mlflow_server.tracking import TrialTracker, get_or_create_parent_run
+    from search.runner import lazy_trainable
+    from trainables.data import data_fingerprint
+    from trainables.registry import nested_config
+
+    uri = ensure_server()
+    client = MlflowClient(uri)
+    tags = {"medtune.experiment": name, "medtune.trainable": spec.name, "medtune.retrain_of": source,
+            "medtune.data_fingerprint": data_fingerprint(config["data/root"] or None)}
+    parent = get_or_create_parent_run(client, name, tags)
+    client.log_param(parent, "objectives", json.dumps(objectives))
+    ray.init(log_to_driver=False, include_dashboard=False, logging_level="ERROR", num_cpus=os.cpu_count())
+    tuner = tune.Tuner(
+        tune.with_resources(lazy_trainable(spec), {"cpu": cpus, "gpu": gpus}),
+        param_space=nested_config(config),
+        run_config=tune.RunConfig(name=name, storage_path=os.path.join(results_dir(), "ray"), verbose=1,
+                                  callbacks=[TrialTracker(uri, name, parent, tags)]),
+    )
+    result = tuner.fit()[0]
+    ray.shutdown()
+    client.set_terminated(parent, "FAILED" if result.error else "FINISHED")
+    if result.error:
+        raise UsageError(f"Re-training failed: {result.error}")
+    return {k: v for k, v in result.metrics.items() if "/" in k and isinstance(v, (int, float))}

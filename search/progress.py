@@ -1,0 +1,65 @@
+"""A compact live view of an experiment: trial counts by state and the best result so far."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from ray.tune import Callback
+
+
+class LiveView(Callback):
+    """Prints one status line whenever a trial starts, ends, fails, or (at most every
+    `interval` seconds) reports an epoch."""
+
+    def __init__(self, primary: str, mode: str, total: int, epochs: int, interval: float = 5.0, stream=None):
+        self.primary, self.mode, self.total, self.epochs = primary, mode, total, epochs
+        self.interval, self.stream = interval, stream
+        self.start, self.last_print = time.monotonic(), 0.0
+        self.best: tuple[float, str] | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "stream": None}
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best[0] if self.mode == "max" else value < self.best[0]
+
+    def _print(self, trials, event: str = "") -> None:
+        counts = {"done": 0, "stopped": 0, "running": 0, "pending": 0, "failed": 0}
+        for t in trials:
+            if t.status == "ERROR":
+                counts["failed"] += 1
+            elif t.status == "TERMINATED":
+                done = t.last_result.get("epoch", 0) >= t.config.get("train", {}).get("epochs", self.epochs)
+                counts["done" if done else "stopped"] += 1
+            elif t.status == "RUNNING":
+                counts["running"] += 1
+            else:
+                counts["pending"] += 1
+        elapsed = int(time.monotonic() - self.start)
+        best = f"best {self.primary} {self.best[0]:.4f} ({self.best[1]})" if self.best else "no result yet"
+        line = (f"[{elapsed // 60:3d}:{elapsed % 60:02d}] {len(trials)}/{self.total} trials: "
+                + ", ".join(f"{n} {state}" for state, n in counts.items()) + f" | {best}")
+        print(line + (f" | {event}" if event else ""), file=self.stream or sys.stdout, flush=True)
+        self.last_print = time.monotonic()
+
+    def setup(self, **info):
+        self.start = time.monotonic()  # also after a restore, which unpickles this callback
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._print(trials, f"{trial.trial_id} started")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(self.primary)
+        if isinstance(value, (int, float)) and math.isfinite(value) and self._better(value):
+            self.best = (float(value), trial.trial_id)
+        if time.monotonic() - self.last_print >= self.interval:
+            self._print(trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._print(trials, f"{trial.trial_id} ended at epoch {trial.last_result.get('epoch', 0)}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._print(trials, f"{trial.trial_id} FAILED")

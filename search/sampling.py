@@ -1,0 +1,64 @@
+"""The define-by-run space handed to Ray Tune's OptunaSearch, and the Optuna sampler choice."""
+from __future__ import annotations
+
+from typing import Any
+
+from search.errors import UsageError
+from search.overrides import check_value
+
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+class PinnedTrial:
+    """An Optuna trial whose pinned keys (SMOKE values, --set overrides) are fixed, not searched."""
+
+    def __init__(self, trial, pinned: dict[str, Any]):
+        self._trial, self._pinned = trial, pinned
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._trial, name)
+        if not name.startswith("suggest_"):
+            return attr
+
+        def suggest(key: str, *args, **kwargs):
+            return self._pinned[key] if key in self._pinned else attr(key, *args, **kwargs)
+
+        return suggest
+
+
+class SpaceSampler:
+    """Calls the space file's space(trial); returns the constant config keys for Ray to merge.
+
+    Picklable (Ray saves the searcher with the experiment): it keeps the file's path and
+    re-imports the file after a restore.
+    """
+
+    def __init__(self, path: str, constants: dict[str, Any], pinned: set[str], known: dict[str, Any]):
+        self.path, self.constants, self.known = path, constants, known
+        self.pinned = {key: constants[key] for key in pinned}
+        self._space = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_space": None}
+
+    def __call__(self, trial) -> dict[str, Any]:
+        if self._space is None:
+            from search.spacefile import load_module
+            self._space = load_module(self.path).space
+        self._space(PinnedTrial(trial, self.pinned))
+        for key, value in trial.params.items():
+            check_value(key, value, self.known, f"space() of {self.path!r}")
+        return {k: v for k, v in self.constants.items() if k not in trial.params}
+
+
+def make_sampler(name: str, seed: int | None):
+    """Optuna sampler by name: TPE (multi-objective TPE for several objectives), NSGA-II, random."""
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise UsageError(f"Unknown sampler {name!r}; accepted: {', '.join(SAMPLERS)}.")

@@ -1,0 +1,33 @@
+"""Shared fixtures: one real MLflow tracking server for the whole test session."""
+
+import socket
+
+import pytest
+
+from mlflow_server.server import ensure_server, stop_server
+
+
+@pytest.fixture(scope="session")
+def mlflow_home(tmp_path_factory) -> str:
+    """The medtune home of the session's MLflow server (its files are in `<home>/mlflow/`)."""
+    return str(tmp_path_factory.mktemp("medtune_home"))
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_home):
+    """URI of a real MLflow server (SQLite + served artifacts) on a free port, stopped after."""
+    with socket.socket() as sock:  # a free port, so a developer's server on 5000 is untouched
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        uri = ensure_server(home=mlflow_home, port=port)
+    yield uri
+    stop_server(home=mlflow_home)
+
+
+@pytest.fixture
+def tracking_uri(mlflow_server, monkeypatch) -> str:
+    """`MLFLOW_TRACKING_URI` pointed at the session's server for one test."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    return mlflow_server

@@ -1,0 +1,106 @@
+"""The main job end to end: `tune-run spaces/multitask.py --smoke-test` on a local Ray cluster,
+tracked by a real MLflow server, then tune-export and tune-train of the best config."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from mlflow_server.pareto import pareto_front
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+SAMPLES = 4
+OBJECTIVES = {"val/f1_macro": "max", "perf/train_images_per_s": "max"}
+
+
+def run_cli(command: str, *args: str, env: dict, cwd: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([os.path.join(BIN, command), *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{command} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, mlflow_server):
+    work = tmp_path_factory.mktemp("work")
+    env = {**os.environ, "MEDTUNE_HOME": str(work / "runs"), "MEDTUNE_CACHE": str(work / "cache"),
+           "MLFLOW_TRACKING_URI": mlflow_server}
+    proc = run_cli("tune-run", os.path.join(ROOT, "spaces", "multitask.py"), "--smoke-test",
+                   "--name", "e2e", "--num-samples", str(SAMPLES), env=env, cwd=str(work))
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("medtune.role") == "parent"]
+    trials = [r for r in runs if r.data.tags.get("medtune.role") == "trial"]
+    return {"proc": proc, "client": client, "parents": parents, "trials": trials, "env": env, "work": work}
+
+
+def test_one_parent_run_and_one_nested_run_per_trial(smoke):
+    assert len(smoke["parents"]) == 1
+    parent = smoke["parents"][0].info.run_id
+    assert smoke["parents"][0].info.status == "FINISHED"
+    assert len(smoke["trials"]) == SAMPLES
+    assert len({r.data.tags["medtune.trial_id"] for r in smoke["trials"]}) == SAMPLES
+    for run in smoke["trials"]:
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.info.status in ("FINISHED", "KILLED")
+        assert run.data.tags["medtune.space_file"].endswith("multitask.py")
+        assert run.data.tags["medtune.data_fingerprint"]
+
+
+def test_every_trial_has_sampled_params_and_a_point_per_epoch(smoke):
+    client = smoke["client"]
+    searched = {"model/arch", "model/frozen_layers", "data/fraction", "loss/cls_weight", "loss/seg", "aug/hflip"}
+    for run in smoke["trials"]:
+        assert searched <= set(run.data.params)
+        assert run.data.params["model/encoder"] == "tu-test_resnet"  # pinned by SMOKE, not searched
+        epochs = None
+        for metric in [*OBJECTIVES, "val/dice", "val/accuracy", "perf/epoch_s"]:
+            history = client.get_metric_history(run.info.run_id, metric)
+            steps = sorted(m.step for m in history)
+            epochs = epochs or len(steps)
+            assert steps == list(range(1, epochs + 1)), (metric, steps)
+        assert (epochs == 2) == (run.info.status == "FINISHED")
+
+
+def test_pareto_artifact_names_only_non_dominated_finished_trials(smoke):
+    client, parent = smoke["client"], smoke["parents"][0].info.run_id
+    with open(client.download_artifacts(parent, "pareto.json")) as f:
+        front = {m["run_id"] for m in json.load(f)["front"]}
+    finished = [r for r in smoke["trials"] if r.info.status == "FINISHED"]
+    expected = {finished[i].info.run_id for i in pareto_front([r.data.metrics for r in finished], OBJECTIVES)}
+    assert front and front == expected
+    for run in finished:  # independently: no finished trial beats a front member on both objectives
+        for member in (r for r in finished if r.info.run_id in front):
+            m, o = member.data.metrics, run.data.metrics
+            assert not all(o[k] >= m[k] for k in OBJECTIVES) or all(o[k] == m[k] for k in OBJECTIVES)
+    with open(client.download_artifacts(parent, "pareto.html")) as f:
+        html = f.read()
+    assert "plotly" in html and all(r.data.tags["medtune.trial_id"] in html for r in finished)
+    out = smoke["proc"].stdout
+    assert "Pareto front" in out and "MLflow: http://127.0.0.1" in out and "'e2e'" in out
+    assert "4/4 trials" in out
+
+
+def test_exported_best_config_retrains_to_the_same_result(smoke):
+    work, env = smoke["work"], smoke["env"]
+    run_cli("tune-export", "e2e", "-o", "best.yaml", env=env, cwd=str(work))
+    with open(work / "best.yaml") as f:
+        doc = yaml.safe_load(f)
+    assert doc["trainable"] == "multitask" and doc["objectives"] == OBJECTIVES
+    best = doc["best"]
+    finished = [r for r in smoke["trials"] if r.info.status == "FINISHED"]
+    assert best["metrics"]["val/f1_macro"] == max(r.data.metrics["val/f1_macro"] for r in finished)
+    assert {m["run_id"] for m in doc["pareto"]} >= {best["run_id"]}
+    proc = run_cli("tune-train", "best.yaml", "--name", "e2e-retrain", env=env, cwd=str(work))
+    assert "Final metrics" in proc.stdout
+    client = smoke["client"]
+    retrain = client.search_runs([client.get_experiment_by_name("e2e-retrain").experiment_id],
+                                 "tags.`medtune.role` = 'trial'")
+    assert len(retrain) == 1 and retrain[0].info.status == "FINISHED"
+    for metric in ("val/f1_macro", "val/accuracy", "val/dice", "val/loss"):
+        assert retrain[0].data.metrics[metric] == pytest.approx(best["metrics"][metric], abs=1e-6), metric

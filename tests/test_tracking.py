@@ -1,0 +1,308 @@
+"""MLflow tracking against a real server: server lifecycle, parent/trial runs, Pareto front."""
+
+import json
+import math
+import os
+import pickle
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from ray.train._internal import storage as ray_storage
+from ray.train._internal.storage import StorageContext
+from ray.tune.experiment import Trial
+
+from mlflow_server.pareto import log_pareto, pareto_figure, pareto_front, pareto_table
+from mlflow_server.server import ensure_server, results_dir, stop_server
+from mlflow_server.tracking import (
+    TrialRecord,
+    TrialTracker,
+    collect_trials,
+    finished,
+    get_or_create_parent_run,
+)
+
+CONFIG = {"train": {"epochs": 3}, "optim": {"name": "adam", "lr": 0.001}, "model": {"arch": "unet"}}
+
+
+# --- server ------------------------------------------------------------------------------
+
+
+def test_results_dir_is_medtune_home_else_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDTUNE_HOME", str(tmp_path / "home"))
+    assert results_dir() == str(tmp_path / "home") and (tmp_path / "home").is_dir()
+    monkeypatch.delenv("MEDTUNE_HOME")
+    monkeypatch.chdir(tmp_path)
+    assert results_dir() == str(tmp_path / "runs")
+
+
+def test_configured_tracking_uri_is_used_unchanged(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert ensure_server(home=str(tmp_path)) == "http://tracking.example:5000"
+    assert not (tmp_path / "mlflow").exists()
+
+
+def test_running_server_is_reused(mlflow_server, mlflow_home, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    state = Path(mlflow_home, "mlflow")
+    record = json.loads((state / "server.json").read_text())
+    assert ensure_server(home=mlflow_home) == mlflow_server
+    assert ensure_server(home=mlflow_home, port=record["port"]) == mlflow_server
+    assert json.loads((state / "server.json").read_text()) == record
+    assert (state / "server.log").read_text().count("Uvicorn running on") == 1
+    assert (state / "mlflow.db").is_file()
+
+
+def test_explicit_port_taken_by_another_process_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"Port {port} .* already in use"):
+            ensure_server(home=str(tmp_path), port=port)
+    assert not (tmp_path / "mlflow" / "server.json").exists()
+
+
+def test_stop_server_ends_the_recorded_process_group(tmp_path):
+    state = tmp_path / "mlflow"
+    state.mkdir()
+    process = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    (state / "server.json").write_text(json.dumps({"pid": process.pid, "port": 1, "uri": "x"}))
+    assert stop_server(home=str(tmp_path))
+    with pytest.raises(ProcessLookupError):
+        os.kill(process.pid, 0)
+    assert not (state / "server.json").exists()
+    assert not stop_server(home=str(tmp_path))
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(mlflow_server) -> MlflowClient:
+    return MlflowClient(mlflow_server)
+
+
+@pytest.fixture
+def experiment() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make_trial(tmp_path, monkeypatch):
+    """Real `ray.tune.experiment.Trial` objects; no Ray cluster is needed for them.
+
+    Only their driver-side paths (`error_file`) ask the Ray session for its directory, so
+    that lookup is pointed at `tmp_path`.
+    """
+    monkeypatch.setattr(ray_storage, "_get_ray_train_session_dir", lambda: str(tmp_path))
+
+    def make(trial_id: str, config: dict = CONFIG) -> Trial:
+        storage = StorageContext(storage_path=str(tmp_path / "results"), experiment_dir_name="e")
+        trial = Trial("train", config=config, trial_id=trial_id, storage=storage, stub=True)
+        trial.init_local_path()
+        return trial
+
+    return make
+
+
+def report(tracker: TrialTracker, trial: Trial, epoch: int, **metrics) -> None:
+    """Deliver one epoch's result the way Ray's controller does (callback, then last_result)."""
+    result = {
+        "epoch": epoch,
+        "training_iteration": epoch,
+        "time_this_iter_s": 0.5,
+        "trial_id": trial.trial_id,
+        "config": trial.config,
+        **metrics,
+    }
+    tracker.on_trial_result(iteration=epoch, trials=[trial], trial=trial, result=result)
+    trial.update_last_result(result)
+
+
+def trial_runs(client: MlflowClient, parent_run_id: str) -> list:
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+
+
+def test_parent_run_is_created_once_and_found_again(client, experiment):
+    parent = get_or_create_parent_run(client, experiment, {"medtune.space": "spaces/x.py"})
+    client.set_terminated(parent)
+    assert get_or_create_parent_run(client, experiment, {}) == parent
+    run = client.get_run(parent)
+    assert run.info.status == "RUNNING"
+    assert run.info.run_name == experiment
+    assert run.data.tags["medtune.role"] == "parent"
+    assert run.data.tags["medtune.space"] == "spaces/x.py"
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    assert len(client.search_runs([experiment_id])) == 1
+
+
+def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, mlflow_server):
+    parent = get_or_create_parent_run(client, experiment, {})
+    tracker = TrialTracker(mlflow_server, experiment, parent, {"medtune.git": "abc123"})
+    done, stopped, broken = make_trial("t_00000"), make_trial("t_00001"), make_trial("t_00002")
+
+    tracker.on_trial_start(iteration=0, trials=[], trial=done)
+    for epoch, f1 in enumerate([0.5, 0.6, 0.7], start=1):
+        loss = math.nan if epoch == 2 else 1.0 / epoch
+        report(tracker, done, epoch, **{"val/f1_macro": f1, "val/loss": loss, "flag/ok": True})
+    tracker.on_trial_start(iteration=4, trials=[], trial=done)  # e.g. restarted by Ray
+    report(tracker, done, 3, **{"val/confusion_matrix": [[2, 0], [1, 3]]})
+    tracker.on_trial_complete(iteration=5, trials=[], trial=done)
+
+    tracker.on_trial_start(iteration=0, trials=[], trial=stopped)
+    report(tracker, stopped, 1, **{"val/f1_macro": 0.1})
+    tracker.on_trial_complete(iteration=1, trials=[], trial=stopped)  # ASHA stopped it
+
+    tracker.on_trial_start(iteration=0, trials=[], trial=broken)
+    broken.handle_error(RuntimeError("Traceback (most recent call last):\nValueError: loss is nan"))
+    tracker.on_trial_error(iteration=1, trials=[], trial=broken)
+
+    runs = {run.data.tags["medtune.trial_id"]: run for run in trial_runs(client, parent)}
+    assert sorted(runs) == ["t_00000", "t_00001", "t_00002"]
+    run = runs["t_00000"]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "t_00000"
+    assert run.data.tags["medtune.role"] == "trial"
+    assert run.data.tags["medtune.parent_run_id"] == parent
+    assert run.data.tags["medtune.git"] == "abc123"
+    assert run.data.params == {
+        "train/epochs": "3", "optim/name": "adam", "optim/lr": "0.001", "model/arch": "unet"
+    }  # fmt: skip
+    history = client.get_metric_history(run.info.run_id, "val/f1_macro")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.6), (3, 0.7)]
+    assert math.isnan(client.get_metric_history(run.info.run_id, "val/loss")[1].value)
+    assert "time_this_iter_s" not in run.data.metrics and "flag/ok" not in run.data.metrics
+    matrix = Path(client.download_artifacts(run.info.run_id, "confusion_matrix.json"))
+    assert json.loads(matrix.read_text()) == [[2, 0], [1, 3]]
+
+    assert runs["t_00001"].info.status == "KILLED"
+    failed = runs["t_00002"]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["medtune.error"] == "ValueError: loss is nan"
+    assert "error.txt" in [a.path for a in client.list_artifacts(failed.info.run_id)]
+
+
+def test_resumed_trial_continues_its_run(client, experiment, make_trial, mlflow_server):
+    parent = get_or_create_parent_run(client, experiment, {})
+    trial = make_trial("t_00000")
+    tracker = TrialTracker(mlflow_server, experiment, parent, {})
+    tracker.on_trial_start(iteration=0, trials=[], trial=trial)
+    report(tracker, trial, 1, **{"val/f1_macro": 0.4})
+    restored = pickle.loads(pickle.dumps(tracker))  # Ray checkpoints callbacks by pickling
+    assert restored._client is None
+
+    # The driver dies (the run stays RUNNING); a new driver resumes with a fresh tracker.
+    assert get_or_create_parent_run(client, experiment, {}) == parent
+    resumed = TrialTracker(mlflow_server, experiment, parent, {})
+    resumed.on_trial_start(iteration=0, trials=[], trial=trial)
+    for epoch in (2, 3):
+        report(resumed, trial, epoch, **{"val/f1_macro": 0.4 + epoch / 10})
+    resumed.on_trial_complete(iteration=3, trials=[], trial=trial)
+
+    (run,) = trial_runs(client, parent)
+    assert run.info.run_id == restored._runs["t_00000"]
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "val/f1_macro")
+    assert [m.step for m in history] == [1, 2, 3]
+
+
+def test_collect_trials_reads_typed_configs(client, experiment, make_trial, mlflow_server):
+    parent = get_or_create_parent_run(client, experiment, {})
+    tracker = TrialTracker(mlflow_server, experiment, parent, {})
+    for trial_id, epochs in (("t_00000", 3), ("t_00001", 1)):
+        trial = make_trial(trial_id)
+        tracker.on_trial_start(iteration=0, trials=[], trial=trial)
+        for epoch in range(1, epochs + 1):
+            report(tracker, trial, epoch, **{"val/f1_macro": epoch / 10})
+        tracker.on_trial_complete(iteration=epochs, trials=[], trial=trial)
+
+    records = collect_trials(client, parent)
+    assert [(r.trial_id, r.status) for r in records] == [("t_00000", "FINISHED"), ("t_00001", "KILLED")]
+    assert records[0].config == {
+        "train/epochs": 3, "optim/name": "adam", "optim/lr": 0.001, "model/arch": "unet"
+    }  # fmt: skip
+    assert records[0].metrics == {"val/f1_macro": 0.3}
+    assert [r.trial_id for r in finished(records)] == ["t_00000"]
+
+
+# --- Pareto ------------------------------------------------------------------------------
+
+MAX2 = {"f1": "max", "speed": "max"}
+
+
+def test_pareto_front_known_answer_with_ties_and_missing_values():
+    rows = [
+        {"f1": 0.9, "speed": 10},
+        {"f1": 0.8, "speed": 20},
+        {"f1": 0.7, "speed": 15},  # dominated by 1
+        {"f1": 0.9, "speed": 10},  # duplicate of 0: kept with it
+        {"f1": math.nan, "speed": 100},  # not comparable
+        {"f1": 0.99},  # lacks an objective
+        {"f1": 0.5, "speed": math.inf},  # not comparable
+        {"f1": 0.5, "speed": 30},
+        {"f1": 0.9, "speed": 5},  # dominated by 0 (equal f1, slower)
+    ]
+    assert pareto_front(rows, MAX2) == [0, 1, 3, 7]
+    assert pareto_front([], MAX2) == []
+
+
+def test_pareto_front_respects_min_and_max():
+    rows = [{"f1": 0.9, "loss": 0.5}, {"f1": 0.8, "loss": 0.2}, {"f1": 0.85, "loss": 0.6}]
+    assert pareto_front(rows, {"f1": "max", "loss": "min"}) == [0, 1]
+    assert pareto_front(rows, {"f1": "min", "loss": "min"}) == [1]
+    assert pareto_front(rows, {"loss": "max"}) == [2]
+    with pytest.raises(ValueError, match="'up'"):
+        pareto_front(rows, {"f1": "up"})
+
+
+def record(trial_id: str, status: str = "FINISHED", **metrics) -> TrialRecord:
+    config = {"model/arch": trial_id[-1], "train/epochs": 3}
+    return TrialRecord(f"run-{trial_id}", trial_id, status, config, metrics)
+
+
+def test_pareto_figure_highlights_the_front_along_x():
+    records = [record("a", f1=0.9, speed=10, mem=1.0), record("b", f1=0.8, speed=20, mem=2.0)]
+    records.append(record("c", f1=0.7, speed=15, mem=3.0))
+    dominated, front = pareto_figure(records, {**MAX2, "mem": "min"}, [1, 0]).data
+    assert list(front.x) == [10, 20] and list(front.y) == [0.9, 0.8]
+    assert list(dominated.x) == [15]
+    assert dominated.hovertext[0].split("<br>") == [
+        "<b>c</b>", "f1 = 0.7", "speed = 15", "mem = 3", "model/arch = c", "train/epochs = 3"
+    ]  # fmt: skip
+    _, single = pareto_figure(records, {"f1": "max"}, [0]).data
+    assert list(single.x) == ["a"]
+
+
+def test_pareto_table_shows_only_varying_config_keys():
+    records = [record("a", f1=0.8, speed=20), record("b", f1=0.9, speed=10)]
+    lines = pareto_table(records, MAX2, [0, 1]).splitlines()
+    assert lines[0].split() == ["trial_id", "f1", "speed", "model/arch"]
+    assert [line.split()[0] for line in lines[2:]] == ["b", "a"]  # best f1 first
+    assert len({len(line) for line in lines[:2]}) == 1  # fixed width
+
+
+def test_log_pareto_logs_only_finished_non_dominated_trials(client, experiment):
+    parent = get_or_create_parent_run(client, experiment, {})
+    records = [
+        record("a", f1=0.9, speed=10, extra=math.nan),
+        record("b", f1=0.8, speed=20),
+        record("c", f1=0.7, speed=15),
+        record("d", "FAILED", f1=1.0, speed=100),
+        record("e", "KILLED", f1=0.95, speed=50),
+    ]
+    front = log_pareto(client, parent, records, MAX2)
+    assert [r.trial_id for r in front] == ["a", "b"]
+    names = {a.path: a.file_size for a in client.list_artifacts(parent)}
+    assert names["pareto.html"] > 1_000_000  # plotly.js embedded, not fetched from a CDN
+    path = client.download_artifacts(parent, "pareto.json")
+    summary = json.loads(Path(path).read_text(), parse_constant=pytest.fail)  # strict JSON
+    assert summary["objectives"] == MAX2
+    assert [m["trial_id"] for m in summary["front"]] == ["a", "b"]
+    assert summary["front"][0]["metrics"] == {"f1": 0.9, "speed": 10, "extra": None}
+    assert summary["front"][1]["config"] == {"model/arch": "b", "train/epochs": 3}
