@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,6 +25,11 @@ ERROR = "medtune.error"
 MLFLOW_PARENT = "mlflow.parentRunId"  # nests the trial run under the parent in the UI
 CONFIG_FILE = "config.json"
 CONFUSION_KEY = "val/confusion_matrix"
+
+# The driver's console belongs to the progress view: no per-run links on every
+# set_terminated and no progress bar per config.json download (the user can still opt in).
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def get_or_create_parent_run(client: MlflowClient, experiment: str, tags: dict) -> str:
