@@ -52,6 +52,7 @@ def run_main(argv: list[str] | None = None) -> int:
     from search.overrides import parse_sets
     from search.runner import run_experiment
     from search.spacefile import load_space
+    from trainables.data import DataError
 
     home = results_dir()
     try:
@@ -73,7 +74,7 @@ def run_main(argv: list[str] | None = None) -> int:
                 smoke_test=args.smoke_test, overrides=overrides,
             )
         return run_experiment(settings, home, resume=args.resume, address=args.address)
-    except (UsageError, FileNotFoundError) as exc:
+    except (UsageError, DataError) as exc:
         return _fail(exc)
 
 

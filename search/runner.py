@@ -128,7 +128,25 @@ def run_experiment(settings: Settings, home: str, resume: bool = False, address:
         tuner = build_tuner(settings, space, constants, trainable, home, uri, parent, tags)
     tuner.fit()
     ray.shutdown()
+    close_stale_asks(optuna_storage(home), settings.name)
     return summarize(client, uri, settings, space, parent)
+
+
+def optuna_storage(home: str) -> str:
+    return f"sqlite:///{os.path.join(home, 'optuna.db')}"
+
+
+def close_stale_asks(storage: str, study_name: str) -> None:
+    """Mark FAIL the Optuna trials still RUNNING once the search is over.
+
+    A driver killed between Optuna's ask and Ray's next searcher checkpoint leaves such a
+    trial behind; the resumed search asks anew, so the stale one never gets a result.
+    """
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def build_tuner(settings, space: Space, constants, trainable, home, uri, parent, tags):
@@ -146,7 +164,7 @@ def build_tuner(settings, space: Space, constants, trainable, home, uri, parent,
         mode=modes if len(modes) > 1 else modes[0],
         sampler=make_sampler(settings.sampler, settings.seed),
         study_name=settings.name,
-        storage=RDBStorage(f"sqlite:///{os.path.join(home, 'optuna.db')}"),
+        storage=RDBStorage(optuna_storage(home)),
     )
     primary, mode = space.primary
     return tune.Tuner(

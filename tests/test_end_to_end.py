@@ -104,3 +104,43 @@ def test_exported_best_config_retrains_to_the_same_result(smoke):
     assert len(retrain) == 1 and retrain[0].info.status == "FINISHED"
     for metric in ("val/f1_macro", "val/accuracy", "val/dice", "val/loss"):
         assert retrain[0].data.metrics[metric] == pytest.approx(best["metrics"][metric], abs=1e-6), metric
+
+
+def test_killed_driver_resumes_without_losing_or_doubling_trials(tmp_path, mlflow_server):
+    """SIGKILL the driver once a trial has ended, then --resume: N trials, one run each."""
+    import signal
+    import time
+
+    import optuna
+
+    env = {**os.environ, "MEDTUNE_HOME": str(tmp_path / "runs"), "MEDTUNE_CACHE": str(tmp_path / "cache"),
+           "MLFLOW_TRACKING_URI": mlflow_server}
+    space = os.path.join(ROOT, "spaces", "multitask.py")
+    args = [space, "--smoke-test", "--name", "resumed", "--num-samples", str(SAMPLES), "--scheduler", "fifo"]
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen([os.path.join(BIN, "tune-run"), *args], env=env, cwd=tmp_path,
+                                  stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while "ended at epoch" not in log.read_text() and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert driver.poll() is None, "the experiment ended before it could be interrupted"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    time.sleep(3)
+    proc = run_cli("tune-run", space, "--name", "resumed", "--resume", env=env, cwd=str(tmp_path))
+
+    client = MlflowClient(mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("resumed").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("medtune.role") == "parent"]
+    trials = [r for r in runs if r.data.tags.get("medtune.role") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(trials) == SAMPLES and len({r.data.tags["medtune.trial_id"] for r in trials}) == SAMPLES
+    for run in trials:
+        assert run.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/f1_macro")]
+        assert sorted(steps) == [1, 2], steps  # no epoch lost, none logged twice
+    study = optuna.load_study(study_name="resumed", storage=f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == SAMPLES and "RUNNING" not in states, states
+    assert f"Trials: {SAMPLES} ({SAMPLES} FINISHED)" in proc.stdout
