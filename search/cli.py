@@ -100,15 +100,15 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--pareto", type=int, metavar="I", help="train the I-th Pareto trial instead of the best one")
     p.add_argument("--name", help="experiment name (default: <exported experiment>-retrain-<timestamp>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
-    p.add_argument("--cpus", type=float, default=1.0)
-    p.add_argument("--gpus", type=float, default=0.0)
+    p.add_argument("--cpus", type=float, help="CPUs of the run (default: the exported trials' share)")
+    p.add_argument("--gpus", type=float, help="GPUs of the run (default: the exported trials' share)")
     args = p.parse_args(argv)
     from search.errors import UsageError
     from search.export import retrain
 
     try:
         metrics = retrain(args.config, pareto=args.pareto, name=args.name, sets=args.set, cpus=args.cpus, gpus=args.gpus)
-    except UsageError as exc:
+    except (UsageError, RuntimeError) as exc:
         return _fail(exc)
     print("Final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
     return 0

@@ -36,7 +36,8 @@ def export_experiment(experiment: str, output: str) -> dict:
 
     client = MlflowClient(ensure_server())
     parent = _parent_run(client, experiment)
-    info = json.loads(open(client.download_artifacts(parent.info.run_id, "experiment.json")).read())
+    with open(client.download_artifacts(parent.info.run_id, "experiment.json")) as f:
+        info = json.load(f)
     objectives = json.loads(parent.data.params["objectives"])
     finished = [r for r in collect_trials(client, parent.info.run_id) if r.status == "FINISHED"]
     if not finished:
@@ -117,5 +118,5 @@ def train_once(spec, config: dict, name: str, objectives: dict, cpus: float, gpu
     ray.shutdown()
     client.set_terminated(parent, "FAILED" if result.error else "FINISHED")
     if result.error:
-        raise UsageError(f"Re-training failed: {result.error}")
+        raise RuntimeError(f"Re-training failed: {result.error}")
     return {k: v for k, v in result.metrics.items() if "/" in k and isinstance(v, (int, float))}

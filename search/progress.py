@@ -26,15 +26,17 @@ class LiveView(Callback):
             return True
         return value > self.best[0] if self.mode == "max" else value < self.best[0]
 
-    def _print(self, trials, event: str = "") -> None:
+    def _print(self, trials, event: str = "", ending=None, status: str = "TERMINATED") -> None:
+        """ending: a trial whose end is being reported; Ray sets its status only afterwards."""
         counts = {"done": 0, "stopped": 0, "running": 0, "pending": 0, "failed": 0}
         for t in trials:
-            if t.status == "ERROR":
+            t_status = status if t is ending else t.status
+            if t_status == "ERROR":
                 counts["failed"] += 1
-            elif t.status == "TERMINATED":
+            elif t_status == "TERMINATED":
                 done = t.last_result.get("epoch", 0) >= t.config.get("train", {}).get("epochs", self.epochs)
                 counts["done" if done else "stopped"] += 1
-            elif t.status == "RUNNING":
+            elif t_status == "RUNNING":
                 counts["running"] += 1
             else:
                 counts["pending"] += 1
@@ -59,7 +61,7 @@ class LiveView(Callback):
             self._print(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._print(trials, f"{trial.trial_id} ended at epoch {trial.last_result.get('epoch', 0)}")
+        self._print(trials, f"{trial.trial_id} ended at epoch {trial.last_result.get('epoch', 0)}", ending=trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._print(trials, f"{trial.trial_id} FAILED")
+        self._print(trials, f"{trial.trial_id} FAILED", ending=trial, status="ERROR")

@@ -8,7 +8,7 @@ import re
 import segmentation_models_pytorch as smp
 import timm
 import torch
-from timm.models import group_parameters
+from timm.models import group_parameters, load_state_dict
 from timm.models._manipulate import group_with_matcher
 from torch import nn
 
@@ -79,8 +79,7 @@ def _timm_name(feature_name: str) -> str:
 def load_encoder_weights(encoder: nn.Module, encoder_name: str, path: str) -> None:
     """Load a local state dict (a timm model's for 'tu-' encoders, else the encoder's own)."""
     check_weights_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
+    state = load_state_dict(path)  # .pth/.bin or .safetensors; unwraps 'state_dict'/'model' entries
     target = encoder.model if encoder_name.startswith("tu-") else encoder
     names = {(_timm_name(k) if encoder_name.startswith("tu-") else k): k for k in target.state_dict()}
     matched = {names[k]: v for k, v in state.items() if k in names}
