@@ -97,17 +97,18 @@ def train_once(spec, config: dict, name: str, objectives: dict, cpus: float, gpu
 
     from mlflow_server.server import ensure_server, results_dir
     from mlflow_server.tracking import TrialTracker, get_or_create_parent_run
-    from search.runner import lazy_trainable
+    from search.runner import lazy_trainable, quiet_libraries, start_ray
     from trainables.data import data_fingerprint
     from trainables.registry import nested_config
 
+    quiet_libraries()
     uri = ensure_server()
     client = MlflowClient(uri)
     tags = {"medtune.experiment": name, "medtune.trainable": spec.name, "medtune.retrain_of": source,
             "medtune.data_fingerprint": data_fingerprint(config["data/root"] or None)}
     parent = get_or_create_parent_run(client, name, tags)
     client.log_param(parent, "objectives", json.dumps(objectives))
-    ray.init(log_to_driver=False, include_dashboard=False, logging_level="ERROR", num_cpus=os.cpu_count())
+    start_ray()
     tuner = tune.Tuner(
         tune.with_resources(lazy_trainable(spec), {"cpu": cpus, "gpu": gpus}),
         param_space=nested_config(config),

@@ -82,6 +82,14 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def start_ray(address: str | None = None) -> None:
+    """Connect to the Ray cluster at address, or start a local one over all CPUs."""
+    import ray
+
+    ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level="ERROR",
+             **({} if address else {"num_cpus": os.cpu_count()}))
+
+
 def run_experiment(settings: Settings, home: str, resume: bool = False, address: str | None = None) -> int:
     """Run settings.num_samples trials (or resume them); print the Pareto front; 0 on success."""
     quiet_libraries()
@@ -113,8 +121,7 @@ def run_experiment(settings: Settings, home: str, resume: bool = False, address:
     import ray
     from ray import tune
 
-    ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level="ERROR",
-             **({} if address else {"num_cpus": os.cpu_count()}))
+    start_ray(address)
     trainable = tune.with_resources(
         lazy_trainable(space.trainable), {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
     )
