@@ -1,5 +1,6 @@
 """Data package: synthetic generator, COVID-19 Radiography loader, node cache, splits."""
 
+import functools
 import json
 import multiprocessing
 import os
@@ -23,7 +24,7 @@ from trainables.data import (
     synthetic_root,
     train_val_split,
 )
-from trainables.data import covid_radiography
+from trainables.data import images as image_files
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 
@@ -48,13 +49,13 @@ def root(tmp_path):
 def decodes(monkeypatch):
     """Records every image or mask file the loader decodes."""
     seen = []
-    read = covid_radiography._read_image
+    read = image_files.read_image
 
-    def counting(path):
-        seen.append(path)
-        return read(path)
+    def counting(root, rel, image_rel):
+        seen.append(os.path.join(root, rel))
+        return read(root, rel, image_rel)
 
-    monkeypatch.setattr(covid_radiography, "_read_image", counting)
+    monkeypatch.setattr(image_files, "read_image", counting)
     return seen
 
 
@@ -187,7 +188,7 @@ def test_cache_dir_defaults_to_home(monkeypatch, tmp_path):
 def test_concurrent_ensure_synthetic_builds_one_complete_set(tmp_path):
     target = str(tmp_path / "shared" / "synthetic")
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        assert pool.map(ensure_synthetic, [target] * 4) == [target] * 4
+        assert pool.map(functools.partial(ensure_synthetic, "covid_radiography"), [target] * 4) == [target] * 4
     assert sorted(os.listdir(tmp_path / "shared")) == ["synthetic", "synthetic.lock"]  # no half-built leftovers
     assert all(len(os.listdir(os.path.join(target, c, "images"))) == 96 for c in CLASSES)
 

@@ -1,22 +1,39 @@
-"""Data sets for the trainables: loaders, the synthetic set, splits and the node cache.
+"""Data sets for the trainables: layout loaders, generated sets, splits, subsets and the node cache.
+
+    open_dataset(root, image_size, channels, masks, layout, split_files, annotations, on_bad_image) -> ImageSet
+    train_val_split(ds, val_fraction, seed); fraction_subset(...); shots_subset(...)
 
 Imports only numpy, Pillow, scikit-learn and filelock (never torch).
 """
 
 from .cache import DataError, ImageSet, cache_dir
-from .covid_radiography import data_fingerprint, open_dataset
-from .split import fraction_subset, train_val_split
-from .synthetic import ensure_synthetic, generate_covid_radiography, synthetic_root
+from .dataset import ON_BAD_IMAGE, data_fingerprint, open_dataset
+from .layouts import LAYOUTS
+from .split import fraction_subset, shots_subset, train_val_split
+from .synthetic import (
+    ensure_synthetic,
+    generate_annotation_list,
+    generate_busi,
+    generate_covid_radiography,
+    generate_image_folder,
+    synthetic_root,
+)
 
 __all__ = [
     "DataError",
     "ImageSet",
+    "LAYOUTS",
+    "ON_BAD_IMAGE",
     "cache_dir",
     "data_fingerprint",
     "ensure_synthetic",
     "fraction_subset",
+    "generate_annotation_list",
+    "generate_busi",
     "generate_covid_radiography",
+    "generate_image_folder",
     "open_dataset",
+    "shots_subset",
     "synthetic_root",
     "train_val_split",
 ]
