@@ -1,0 +1,169 @@
+"""CLIP without training (study A.3): zero-shot with a searchable prompt set, or a linear probe.
+
+clip/mode = "zeroshot": each class's prompts (clip/prompt_set of clip/prompt_sets, see
+trainables/prompts.py) are encoded by the text tower and averaged into one class embedding
+(open_clip's build_zero_shot_classifier); an image's logits are its scaled cosine similarities
+to them. Zero-shot needs single-label data: CLIP's softmax over classes has no threshold for
+"several findings at once", so multi-label data is a ValueError pointing at the linear probe.
+
+clip/mode = "linear_probe": frozen image features of the training split, standardised, then
+scikit-learn's LogisticRegression (C = clip/probe_c; one per class for multi-label data),
+scored on the validation split.
+
+Nothing here depends on epochs: the result is computed once and reported for each of the
+train/epochs epochs (space files set train/epochs=1), so schedulers and the tracker see a
+complete trial; the checkpoint holds the metrics, so a restarted trial reports the same ones.
+Speed: perf/train_images_per_s counts the images encoded (validation images for zero-shot,
+training + validation images for the probe) over the seconds spent encoding them, plus the
+text encoding (zero-shot) or the probe fit (linear probe).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from open_clip import build_zero_shot_classifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torchvision.transforms import v2
+
+from trainables.augment import ArrayDataset
+from trainables.clip_models import Clip, check_clip, load_clip
+from trainables.loop import (Data, device_for_trial, flat_config, prepare_data, report, restore,
+                             seed_everything, speed_metrics, trial_cpus)
+from trainables.metrics import classification_metrics
+from trainables.prompts import class_prompts, select_prompt_set
+
+MODES = ("zeroshot", "linear_probe")
+
+
+def clip_dataset(clip: Clip, data: Data, indices: np.ndarray) -> ArrayDataset:
+    """The decoded images at `indices` through the model's own preprocessing (its size, mean and std)."""
+    transform = v2.Compose([v2.RGB(), v2.ToDtype(torch.float32, scale=True), clip.preprocess])
+    return ArrayDataset(data.ds.images, data.ds.labels, indices, transform)
+
+
+@torch.no_grad()
+def image_features(clip: Clip, dataset: ArrayDataset, batch: int,
+                   device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    """L2-normalised image embeddings (N, D) on `device` and the labels, in dataset order."""
+    features, labels = [], []
+    for images, y in torch.utils.data.DataLoader(dataset, batch_size=batch):
+        features.append(clip.model.encode_image(images.to(device), normalize=True))
+        labels.append(y.numpy())
+    return torch.cat(features), np.concatenate(labels)
+
+
+def _fixed(prompt: str):
+    """A 'template' for build_zero_shot_classifier that ignores the class name: prompts come filled in."""
+    return lambda _name: prompt
+
+
+@torch.no_grad()
+def text_classifier(clip: Clip, prompts: list[list[str]], device: torch.device) -> torch.Tensor:
+    """(D, C): per class, the normalised mean of its prompts' normalised text embeddings."""
+    return torch.cat([build_zero_shot_classifier(clip.model, clip.tokenizer, [""], [_fixed(p) for p in class_list],
+                                                 num_classes_per_batch=None, device=device)
+                      for class_list in prompts], dim=1)
+
+
+def zero_shot_logits(clip: Clip, features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """CLIP's image-text logits: cosine similarity times the learned scale (plus its bias, for SigLIP)."""
+    logits = clip.model.logit_scale.exp() * features @ classifier
+    return logits + clip.model.logit_bias if clip.model.logit_bias is not None else logits
+
+
+def scores(y_true: np.ndarray, probs: np.ndarray, multilabel: bool) -> dict:
+    """The classification metrics plus val/loss: the mean cross-entropy of the probabilities
+    (binary per class for multi-label data)."""
+    p, y = torch.as_tensor(probs, dtype=torch.float64), torch.as_tensor(y_true)
+    if multilabel:
+        loss = torch.nn.functional.binary_cross_entropy(p, y.double())
+    else:
+        loss = torch.nn.functional.nll_loss(p.clamp_min(1e-12).log(), y.long())
+    return {**classification_metrics(y_true, probs, multilabel), "val/loss": loss.item()}
+
+
+def fit_probe(train_x: np.ndarray, train_y: np.ndarray, c: float, multilabel: bool, num_classes: int):
+    """Standardised features -> logistic regression; returns predict(x) -> (N, num_classes) probabilities."""
+    logistic = LogisticRegression(C=c, max_iter=5000)
+    probe = make_pipeline(StandardScaler(), OneVsRestClassifier(logistic) if multilabel else logistic)
+    probe.fit(train_x, train_y.astype(int))
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        if multilabel:
+            return probe.predict_proba(x)
+        probs = np.zeros((len(x), num_classes))
+        probs[:, probe.classes_] = probe.predict_proba(x)  # classes absent from a k-shot split get 0
+        return probs
+
+    return predict
+
+
+def zero_shot(clip: Clip, cfg: dict, data: Data, device: torch.device) -> tuple[dict, int, float]:
+    """Validation metrics of zero-shot prediction, images encoded, seconds."""
+    if data.multilabel:
+        raise ValueError("clip/mode='zeroshot' needs single-label data, but this data set is multi-label; "
+                         "use clip/mode='linear_probe' for it.")
+    prompts = class_prompts(select_prompt_set(cfg["clip/prompt_sets"], cfg["clip/prompt_set"]), data.classes,
+                            cfg["clip/prompt_set"])
+    t0 = time.perf_counter()
+    classifier = text_classifier(clip, prompts, device)
+    features, y_true = image_features(clip, clip_dataset(clip, data, data.val_idx), cfg["train/batch_size"], device)
+    probs = zero_shot_logits(clip, features, classifier).softmax(1).cpu().numpy()
+    seconds = time.perf_counter() - t0
+    return scores(y_true, probs, False), len(y_true), seconds
+
+
+def linear_probe(clip: Clip, cfg: dict, data: Data, device: torch.device) -> tuple[dict, int, float]:
+    """Validation metrics of a logistic-regression probe on frozen features, images encoded, seconds."""
+    batch = cfg["train/batch_size"]
+    t0 = time.perf_counter()
+    train_x, train_y = image_features(clip, clip_dataset(clip, data, data.train_idx), batch, device)
+    val_x, y_true = image_features(clip, clip_dataset(clip, data, data.val_idx), batch, device)
+    predict = fit_probe(train_x.cpu().numpy(), train_y, cfg["clip/probe_c"], data.multilabel, len(data.classes))
+    probs = predict(val_x.cpu().numpy())
+    seconds = time.perf_counter() - t0
+    return scores(y_true, probs, data.multilabel), len(train_y) + len(y_true), seconds
+
+
+def evaluate(cfg: dict, device: torch.device) -> dict:
+    """Load the model and the data, run clip/mode once; every metric of one epoch's report."""
+    seed_everything(int(cfg["train/seed"]))
+    clip = load_clip(cfg, device)
+    data = prepare_data(cfg, masks=False)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    run = zero_shot if cfg["clip/mode"] == "zeroshot" else linear_probe
+    metrics, seen, seconds = run(clip, cfg, data, device)
+    return {**metrics, "data/skipped_images": len(data.ds.skipped), **speed_metrics(seen, seconds, seconds, device)}
+
+
+def check(cfg: dict) -> None:
+    """Mode, prompt set and model source, checked before anything is loaded (the driver's preflight
+    calls this too): ValueError, or FileNotFoundError for a missing checkpoint."""
+    if cfg["clip/mode"] not in MODES:
+        raise ValueError(f"clip/mode={cfg['clip/mode']!r} is not known; accepted: {', '.join(MODES)}.")
+    if cfg["clip/mode"] == "zeroshot":
+        select_prompt_set(cfg["clip/prompt_sets"], cfg["clip/prompt_set"])
+    elif not cfg["clip/probe_c"] > 0:
+        raise ValueError(f"clip/probe_c={cfg['clip/probe_c']!r} must be positive (the inverse L2 strength).")
+    check_clip(cfg)
+
+
+def train(config: dict) -> None:
+    """Report the same metrics for each of train/epochs epochs, computing them once (see the module doc)."""
+    cfg = flat_config(config)
+    check(cfg)
+    torch.set_num_threads(trial_cpus())
+    device = device_for_trial()
+    state = restore(device)
+    if state is None:
+        metrics, start_epoch = evaluate(cfg, device), 0
+    else:
+        metrics, start_epoch = state["metrics"], state["epoch"]
+    for epoch in range(start_epoch + 1, cfg["train/epochs"] + 1):
+        report({**metrics, "epoch": epoch}, {"metrics": metrics, "epoch": epoch})
