@@ -1,0 +1,179 @@
+"""The triplet trainable (studies D.2-D.4): triplet mining, phase bookkeeping, and the three phases
+run on a real local Ray cluster, resumed after a worker is killed in the embedding phase."""
+import os
+import signal
+
+import pytest
+import ray
+import timm
+import torch
+from ray import tune
+from torch import nn
+
+from search.runner import lazy_trainable
+from trainables.mining import MINING, mine, strong_augmentation, triplet_loss
+from trainables.registry import TRAINABLES, nested_config
+from trainables.triplet import EmbeddingNet, check_unfrozen, feature_groups, phase_epochs, phase_of, set_phase, train
+
+SPEC = TRAINABLES["triplet"]
+CONFIG = {**SPEC.defaults, "data/layout": "image_folder", "data/split_files": "../Data-split", "data/channels": 3,
+          "data/image_size": 32, "data/fraction": 0.25, "train/epochs": 4, "train/batch_size": 8,
+          "model/backbone": "test_resnet", "model/frozen_layers": 1, "optim/name": "sgd", "optim/lr": 0.01,
+          "triplet/supervised_epochs": 1, "triplet/embedding_epochs": 2, "triplet/mining": "augmented",
+          "triplet/embedding_dim": 16, "triplet/embedding_lr": 0.01, "triplet/classifier_lr": 0.01,
+          "triplet/unfrozen_layers": 1, "triplet/knn_k": 3}
+
+
+def embedder(size: int) -> nn.Module:
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, 8))
+    return lambda images: nn.functional.normalize(linear(images), dim=1)
+
+
+@pytest.mark.parametrize("strategy", MINING)
+def test_mining_gives_valid_triplets_and_loss(strategy):
+    images, labels = torch.randn(9, 3, 16, 16), torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    embed, augment = embedder(16), strong_augmentation(16, [0.5] * 3, [0.25] * 3)
+    torch.manual_seed(1)
+    embeddings, mined_labels, (a, p, n) = mine(strategy, embed, images, labels, augment)
+
+    assert len(a) == len(images)  # every image is an anchor: each has a positive and a negative
+    assert (mined_labels[a] == mined_labels[p]).all() and (mined_labels[a] != mined_labels[n]).all()
+    assert (a != p).all()
+    if strategy == "augmented":
+        assert (p == a + len(images)).all() and (n < len(images)).all()
+        torch.manual_seed(1)  # the same draws: the positive is the embedding of the augmented anchor
+        assert torch.allclose(embeddings[len(images):], embed(augment(images)))
+        assert not torch.allclose(embeddings[len(images):], embeddings[:len(images)])
+    if strategy == "batch_hard":  # the farthest positive and the nearest negative of each anchor
+        dist = torch.cdist(embeddings, embeddings)
+        same = labels[:, None] == labels[None, :]
+        assert torch.allclose(dist[a, p], dist.masked_fill(~same, -1).max(1).values[a], atol=1e-5)
+        assert torch.allclose(dist[a, n], dist.masked_fill(same, 9).min(1).values[a], atol=1e-5)
+
+    loss = triplet_loss(0.5)(embeddings, mined_labels, (a, p, n))
+    expected = nn.functional.triplet_margin_loss(embeddings[a], embeddings[p], embeddings[n], margin=0.5)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-4) and loss.item() > 0
+    loss.backward()
+
+
+def test_strong_augmentation_draws_per_image():
+    images = torch.linspace(-1, 1, 3 * 16 * 16).view(1, 3, 16, 16).repeat(4, 1, 1, 1)
+    torch.manual_seed(0)
+    out = strong_augmentation(16, [0.5] * 3, [0.25] * 3)(images)
+    assert out.shape == images.shape
+    assert len({tuple(x.flatten()[:32].tolist()) for x in out}) == 4
+
+
+@pytest.mark.parametrize("supervised, embedding, total", [(2, 1, 3), (1, 3, 3), (-1, 1, 3), (0, 0, 0)])
+def test_impossible_phase_lengths_are_clear_errors(supervised, embedding, total):
+    config = {**CONFIG, "triplet/supervised_epochs": supervised, "triplet/embedding_epochs": embedding,
+              "train/epochs": total}
+    with pytest.raises(ValueError, match=rf"triplet/supervised_epochs={supervised} and "
+                                         rf"triplet/embedding_epochs={embedding} do not fit train/epochs={total}"):
+        train(nested_config(config))
+
+
+def test_unknown_mining_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"triplet/mining='hardest' is not known; accepted: random, augmented, batch_hard"):
+        train(nested_config({**CONFIG, "triplet/mining": "hardest"}))
+
+
+def test_phases_follow_the_epoch_counts():
+    epochs = phase_epochs({"triplet/supervised_epochs": 2, "triplet/embedding_epochs": 0, "train/epochs": 4})
+    assert epochs == (2, 0, 2)
+    assert [phase_of(e, epochs) for e in range(1, 5)] == [1, 1, 3, 3]
+
+
+def test_each_phase_trains_its_own_parameters():
+    cfg = {**CONFIG, "model/pretrained": "", "model/drop_rate": 0.0}
+    model = EmbeddingNet(timm.create_model("test_resnet", num_classes=2), 16, 2)
+    groups = feature_groups(model.backbone)
+    assert [g[0].split(".")[0] for g in groups] == ["conv1", "layer1", "layer2", "layer3", "layer4"]
+
+    def trained(phase):
+        set_phase(model, phase, cfg)
+        return {name.split(".")[0] + "." + name.split(".")[1] for name, p in model.named_parameters() if p.requires_grad}
+
+    assert "backbone.conv1" not in trained(1) and {"backbone.fc", "backbone.layer4"} <= trained(1)
+    assert "projection.0" not in trained(1) and "classifier.weight" not in trained(1)
+    assert trained(2) == {"backbone.layer1", "backbone.layer2", "backbone.layer3", "backbone.layer4",
+                          "projection.0", "projection.2", "projection.4"}  # the stem frozen, the head unused
+    assert trained(3) == {"backbone.layer4", "projection.0", "projection.2", "projection.4",
+                          "classifier.weight", "classifier.bias"}
+    set_phase(model, 3, {**cfg, "triplet/unfrozen_layers": 0})
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
+    with pytest.raises(ValueError, match=r"triplet/unfrozen_layers=6 is out of range for test_resnet: .* 0 to 5"):
+        check_unfrozen(model, {**cfg, "triplet/unfrozen_layers": 6})
+    embedding = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    model.train()(torch.randn(4, 3, 32, 32), 3)  # frozen batch norms keep their statistics
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in embedding.items())
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    os.environ["MEDTUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # inherited by the workers
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield str(tmp_path_factory.mktemp("ray_results"))
+    ray.shutdown()
+
+
+def killed_after_epoch(trainable, kill_epoch: int, log: str):
+    """The trainable, but its worker dies (SIGKILL) right after reporting `kill_epoch`; reported epochs go to `log`."""
+    def run(config):
+        first_attempt = tune.get_checkpoint() is None
+        report = tune.report
+
+        def logged_report(metrics, checkpoint=None):
+            report(metrics, checkpoint=checkpoint)
+            with open(log, "a") as f:
+                f.write(f"{metrics['epoch']}\n")
+            if first_attempt and metrics["epoch"] == kill_epoch:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        tune.report = logged_report
+        try:
+            trainable(config)
+        finally:
+            tune.report = report
+
+    return run
+
+
+def straight_and_killed(kill_epoch: int, log: str, storage: str):
+    """Two trials of CONFIG side by side: one uninterrupted, one whose worker is killed after `kill_epoch`."""
+    trainable = lazy_trainable(SPEC)
+    killed = killed_after_epoch(trainable, kill_epoch, log)
+
+    def run(config):
+        (killed if config["kill"] else trainable)({k: v for k, v in config.items() if k != "kill"})
+
+    tuner = tune.Tuner(
+        tune.with_resources(run, {"cpu": 1}),
+        param_space={**nested_config(CONFIG), "kill": tune.grid_search([False, True])},
+        run_config=tune.RunConfig(name="triplet", storage_path=storage, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+    results = {result.config["kill"]: result for result in tuner.fit()}
+    for result in results.values():
+        assert result.error is None, result.error
+    return results[False], results[True]
+
+
+def test_three_phases_report_every_metric_and_resume_after_a_kill(ray_cluster):
+    log = os.path.join(ray_cluster, "triplet-epochs.log")
+    straight, resumed = straight_and_killed(2, log, ray_cluster)
+    history = straight.metrics_dataframe
+    assert list(history["epoch"]) == [1, 2, 3, 4] and list(history["phase"]) == [1, 2, 2, 3]
+    for metric in SPEC.metrics:
+        assert history[metric].notna().all(), metric
+    assert history["perf/train_images_per_s"].gt(0).all()
+    phase2 = history[history["phase"] == 2]  # the k-NN on the embeddings predicts in the embedding phase
+    assert list(phase2["val/accuracy"]) == pytest.approx(list(phase2["val/knn_accuracy"]))
+
+    with open(log) as f:  # killed mid-way through the embedding phase; the restarted worker went on from epoch 3
+        assert f.read().split() == ["1", "2", "3", "4"]
+    assert resumed.metrics["phase"] == 3
+    for metric in SPEC.metrics:
+        if metric.startswith("val/"):  # same seed, same checkpoint: the same model
+            assert resumed.metrics[metric] == pytest.approx(straight.metrics[metric], abs=1e-6), metric
