@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import yaml
@@ -21,9 +22,18 @@ def _parent_run(client, experiment: str):
     return runs[0]
 
 
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+
+
+def redact(value):
+    """Drop the user:password part of any URL in a string config value (e.g. a database URI)."""
+    return _CREDENTIALS.sub(r"\g<scheme>***@", value) if isinstance(value, str) else value
+
+
 def _entry(record) -> dict:
     return {"trial_id": record.trial_id, "run_id": record.run_id,
-            "metrics": {k: v for k, v in sorted(record.metrics.items())}, "config": record.config}
+            "metrics": {k: v for k, v in sorted(record.metrics.items())},
+            "config": {k: redact(v) for k, v in record.config.items()}}
 
 
 def export_experiment(experiment: str, output: str) -> dict:
@@ -98,14 +108,14 @@ def train_once(spec, config: dict, name: str, objectives: dict, cpus: float, gpu
     from mlflow_server.server import ensure_server, results_dir
     from mlflow_server.tracking import TrialTracker, get_or_create_parent_run
     from search.runner import lazy_trainable, quiet_libraries, start_ray
-    from trainables.data import data_fingerprint
+    from search.preflight import fingerprint
     from trainables.registry import nested_config
 
     quiet_libraries()
     uri = ensure_server()
     client = MlflowClient(uri)
     tags = {"medtune.experiment": name, "medtune.trainable": spec.name, "medtune.retrain_of": source,
-            "medtune.data_fingerprint": data_fingerprint(config["data/root"] or None)}
+            "medtune.data_fingerprint": fingerprint(config)}
     parent = get_or_create_parent_run(client, name, tags)
     client.log_param(parent, "objectives", json.dumps(objectives))
     start_ray()

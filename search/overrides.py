@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from search.errors import UsageError
+from trainables.registry import value_problem
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
@@ -13,17 +14,22 @@ def _type_name(value: Any) -> str:
 
 
 def check_value(key: str, value: Any, known: dict[str, Any], where: str) -> Any:
-    """Return value (ints widened to float where the default is a float) or raise UsageError."""
+    """Return value (ints widened to float where the default is a float) or raise UsageError.
+
+    Besides the type, keys with a fixed set of names or a numeric range are checked too.
+    """
     if key not in known:
         raise UsageError(f"Unknown config key {key!r} in {where}; known keys are: {', '.join(sorted(known))}.")
     default = known[key]
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if type(value) is not type(default):
         raise UsageError(
             f"{key}={value!r} in {where} has the wrong type: {key} takes {_type_name(default)} "
             f"(default {default!r})."
         )
+    if problem := value_problem(key, value):
+        raise UsageError(f"{problem[:-1]} (in {where}).")
     return value
 
 

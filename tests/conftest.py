@@ -31,3 +31,26 @@ def tracking_uri(mlflow_server, monkeypatch) -> str:
     """`MLFLOW_TRACKING_URI` pointed at the session's server for one test."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     return mlflow_server
+
+
+FAULT_LOG = "MEDTUNE_FAULT_LOG"
+
+
+@pytest.fixture
+def fault_log(request):
+    """Record a fault the test tried and what came of it, for the README's table of faults.
+
+    Call it as fault_log(fault="driver SIGKILL mid-trial", outcome="resumed; 4/4 trials", **counts).
+    Rows go, one JSON object per line, to `$MEDTUNE_FAULT_LOG` when set (scripts/faults_table.py
+    renders them); otherwise they are dropped.
+    """
+    import json
+    import os
+
+    def record(fault: str, outcome: str, **counts) -> None:
+        path = os.environ.get(FAULT_LOG)
+        if path:
+            with open(path, "a") as f:
+                f.write(json.dumps({"test": request.node.nodeid, "fault": fault, "outcome": outcome, **counts}) + "\n")
+
+    return record

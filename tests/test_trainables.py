@@ -11,10 +11,16 @@ from ray import tune
 from search.runner import lazy_trainable
 from trainables.registry import TRAINABLES, nested_config
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = {
     "classification": {"model/backbone": "test_resnet"},
-    "segmentation": {"model/arch": "fpn", "model/encoder": "tu-test_resnet", "loss/seg": "dice_bce"},
-    "multitask": {"model/encoder": "tu-test_resnet", "loss/cls_weight": 0.3},
+    "segmentation": {"model/arch": "fpn", "model/encoder": "tu-test_resnet", "loss/seg": "dice_bce",
+                     "gate/class": "Normal", "gate/backbone": "test_resnet"},
+    "multitask": {"model/encoder": "tu-test_resnet", "loss/cls_weight": 0.3, "gate/class": "Normal"},
+    "zeroshot": {"clip/model": "medtune-tiny-clip", "clip/mode": "linear_probe",
+                 "clip/model_config": os.path.join(ROOT, "spaces", "clip_configs", "medtune-tiny-clip.json")},
+    "triplet": {"model/backbone": "test_resnet", "train/epochs": 3, "triplet/mining": "batch_hard",
+                "triplet/embedding_dim": 16},
 }
 BASE = {"data/image_size": 32, "train/epochs": 2, "train/batch_size": 8, "optim/lr": 1e-3,
         "data/fraction": 0.5, "aug/hflip": 0.5, "aug/rotation": 10.0, "model/frozen_layers": 1}
@@ -71,8 +77,9 @@ def test_trainable_contract(ray_cluster, name):
     config = {**spec.defaults, **BASE, **CASES[name]}
     straight = run_trial(lazy_trainable(spec), f"{name}-straight", config, ray_cluster)
 
+    epochs = [str(e) for e in range(1, config["train/epochs"] + 1)]
     history = straight.metrics_dataframe
-    assert list(history["epoch"]) == [1, 2]  # respects train/epochs, one report per epoch
+    assert list(history["epoch"].astype(str)) == epochs  # respects train/epochs, one report per epoch
     for metric in spec.metrics:
         assert history[metric].notna().all(), metric
     assert straight.checkpoint is not None
@@ -82,7 +89,7 @@ def test_trainable_contract(ray_cluster, name):
     resumed = run_trial(killed_after_first_epoch(lazy_trainable(spec), log), f"{name}-killed", config,
                         ray_cluster, max_failures=1)
     with open(log) as f:  # killed after epoch 1; the restarted worker continued at epoch 2
-        assert f.read().split() == ["1", "2"]
+        assert f.read().split() == epochs
     for metric in spec.metrics:
         if metric.startswith("val/"):  # same seed, same checkpoint: the same model
             assert resumed.metrics[metric] == pytest.approx(straight.metrics[metric], abs=1e-6), metric

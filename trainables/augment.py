@@ -10,8 +10,10 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from trainables.registry import CHOICES
+
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-NORMALIZE_CHOICES = ("dataset", "imagenet")
+NORMALIZE_CHOICES = CHOICES["data/normalize"]
 
 
 def normalization(cfg: dict, images: np.ndarray, train_idx: np.ndarray) -> tuple[list[float], list[float]]:
@@ -49,7 +51,10 @@ def build_transforms(cfg: dict, mean: list[float], std: list[float], train: bool
 
 
 class ArrayDataset(torch.utils.data.Dataset):
-    """Samples from the decoded uint8 arrays: (image, label) or (image, mask, label)."""
+    """Samples from the decoded uint8 arrays: (image, label) or (image, mask, label).
+
+    A label is a class index, or a float multi-hot vector for multi-label data.
+    """
 
     def __init__(self, images, labels, indices, transform, masks=None):
         self.images, self.labels, self.masks = images, labels, masks
@@ -61,7 +66,7 @@ class ArrayDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         j = int(self.indices[i])
         image = tv_tensors.Image(torch.from_numpy(np.array(self.images[j])).permute(2, 0, 1))
-        label = int(self.labels[j])
+        label = torch.tensor(self.labels[j], dtype=torch.float32) if self.labels.ndim == 2 else int(self.labels[j])
         if self.masks is None:
             return self.transform(image), label
         mask = tv_tensors.Mask(torch.from_numpy(np.array(self.masks[j]))[None])

@@ -1,36 +1,52 @@
-"""Image classification on any timm backbone: cross-entropy, first N layer groups frozen."""
+"""Image classification on any timm (or Hugging Face) backbone, first N layer groups frozen.
+
+Cross-entropy for single-label data; for multi-label data (annotation lists, e.g. MedFMC
+ChestDR) one sigmoid per class with binary cross-entropy, scored by mAP.
+"""
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torch import nn
 
-from trainables.loop import Task, fit
+from trainables.loop import Data, Task, fit
 from trainables.metrics import classification_metrics
 from trainables.models import create_classifier, freeze_classifier
 
 
-def build(cfg: dict, num_classes: int) -> nn.Module:
-    model = create_classifier(cfg, num_classes)
+def build(cfg: dict, data: Data) -> nn.Module:
+    model = create_classifier(cfg, len(data.classes))
     freeze_classifier(model, cfg)
     return model
 
 
+def class_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for class indices, binary cross-entropy for multi-hot (float) labels."""
+    if labels.is_floating_point():
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction=reduction)
+    return nn.functional.cross_entropy(logits, labels, reduction=reduction)
+
+
+def probabilities(logits: torch.Tensor, multilabel: bool) -> np.ndarray:
+    return (logits.sigmoid() if multilabel else logits.softmax(1)).cpu().numpy()
+
+
 def loss(model: nn.Module, batch: tuple, cfg: dict) -> torch.Tensor:
     images, labels = batch
-    return nn.functional.cross_entropy(model(images), labels)
+    return class_loss(model(images), labels)
 
 
-def evaluate(model: nn.Module, loader, cfg: dict, num_classes: int, device) -> dict:
-    y_true, y_pred, loss_sum = [], [], 0.0
+def evaluate(model: nn.Module, loader, cfg: dict, data: Data, device) -> dict:
+    y_true, probs, loss_sum = [], [], 0.0
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
         logits = model(images)
-        loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        loss_sum += class_loss(logits, labels, reduction="sum").item() / (logits.shape[1] if data.multilabel else 1)
         y_true.append(labels.cpu().numpy())
-        y_pred.append(logits.argmax(1).cpu().numpy())
+        probs.append(probabilities(logits, data.multilabel))
     y_true = np.concatenate(y_true)
-    return {**classification_metrics(y_true, np.concatenate(y_pred), num_classes), "val/loss": loss_sum / len(y_true)}
+    metrics = classification_metrics(y_true, np.concatenate(probs), data.multilabel)
+    return {**metrics, "val/loss": loss_sum / len(y_true)}
 
 
 TASK = Task(build=build, loss=loss, evaluate=evaluate, masks=False)

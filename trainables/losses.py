@@ -1,6 +1,7 @@
 """Segmentation losses by name, from smp.losses (binary masks, logits in)."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -27,7 +28,9 @@ SEGMENTATION_LOSSES: dict[str, Callable[[], Callable]] = {
 }
 
 
+@functools.cache
 def segmentation_loss(name: str) -> Callable:
+    """The loss named `name` (built once per process; the losses hold no state)."""
     if name not in SEGMENTATION_LOSSES:
         raise ValueError(f"Unknown segmentation loss {name!r}; accepted: {', '.join(SEGMENTATION_LOSSES)}.")
     return SEGMENTATION_LOSSES[name]()

@@ -322,6 +322,23 @@ def _check_frozen_count(cfg: dict, what: str) -> None:
         check_frozen_range(cfg["model/frozen_layers"], groups, what)
 
 
+@functools.lru_cache(maxsize=256)
+def check_segmenter_input(arch: str, encoder: str, channels: int, image_size: int) -> None:
+    """A forward pass on the meta device at data/image_size: some architectures need larger inputs
+    (e.g. PAN at least 128 px) or sizes divisible by the encoder's stride."""
+    model = _on_meta(lambda: _build_segmenter({"model/arch": arch, "model/encoder": encoder,
+                                                "data/channels": channels}, None))
+    if model is None:
+        return
+    try:
+        with torch.device("meta"), torch.no_grad():
+            model.eval()(torch.empty(1, channels, image_size, image_size))
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"model/arch={arch!r} with model/encoder={encoder!r} cannot take "
+                         f"data/image_size={image_size}: {str(err).splitlines()[0].rstrip('.')}. Choose a larger or "
+                         "differently divisible size, or another architecture.") from None
+
+
 def check_model_config(cfg: dict, trainable: str) -> None:
     """Check the models of one config before any trial starts, without loading weights or building
     models in memory: backbone / architecture / encoder names, "hf:" directories, the files that
@@ -336,5 +353,6 @@ def check_model_config(cfg: dict, trainable: str) -> None:
         if cfg["model/pretrained"]:
             check_encoder_weights(cfg["model/encoder"], cfg["model/pretrained"])
         _check_frozen_count(cfg, cfg["model/encoder"])
+        check_segmenter_input(cfg["model/arch"], cfg["model/encoder"], cfg["data/channels"], cfg["data/image_size"])
     if trainable == "segmentation" and cfg.get("gate/class"):
         check_backbone(cfg["gate/backbone"], key="gate/backbone")

@@ -1,6 +1,9 @@
 """Segmentation + classification in one smp model (its aux_params head on the deepest features).
 
 loss = (1 - loss/cls_weight) * segmentation loss + loss/cls_weight * cross-entropy
+
+With gate/class set (study C.3), the predicted mask of an image the head assigns to that
+class is blanked; the mask metrics are reported with and without this gating.
 """
 from __future__ import annotations
 
@@ -8,14 +11,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainables.classification import probabilities
 from trainables.losses import segmentation_loss
-from trainables.loop import Task, fit
+from trainables.loop import Data, Task, fit
 from trainables.metrics import MaskStats, classification_metrics
 from trainables.models import create_segmenter, freeze_encoder
 
 
-def build(cfg: dict, num_classes: int) -> nn.Module:
-    model = create_segmenter(cfg, num_classes)
+def build(cfg: dict, data: Data) -> nn.Module:
+    check_weight(cfg)
+    model = create_segmenter(cfg, len(data.classes))
     freeze_encoder(model, cfg)
     return model
 
@@ -28,7 +33,7 @@ def check_weight(cfg: dict) -> float:
 
 
 def joint_loss(cfg: dict, mask_logits, masks, class_logits, labels) -> torch.Tensor:
-    w = check_weight(cfg)
+    w = cfg["loss/cls_weight"]
     seg = segmentation_loss(cfg["loss/seg"])(mask_logits, masks)
     return (1 - w) * seg + w * nn.functional.cross_entropy(class_logits, labels)
 
@@ -39,21 +44,27 @@ def loss(model: nn.Module, batch: tuple, cfg: dict) -> torch.Tensor:
     return joint_loss(cfg, mask_logits, masks, class_logits, labels)
 
 
-def evaluate(model: nn.Module, loader, cfg: dict, num_classes: int, device) -> dict:
-    stats, y_true, y_pred, loss_sum, n = MaskStats(), [], [], 0.0, 0
+def evaluate_gated(model: nn.Module, loader, cfg: dict, data: Data, device, loss_fn) -> dict:
+    """Class and mask metrics of a model returning (mask logits, class logits), gated by gate/class."""
+    gate = data.class_index(cfg["gate/class"], "gate/class") if cfg["gate/class"] else None
+    stats, y_true, probs, loss_sum, n = MaskStats(), [], [], 0.0, 0
     for images, masks, labels in loader:
         images, masks, labels = images.to(device), masks.to(device), labels.to(device)
         mask_logits, class_logits = model(images)
-        loss_sum += joint_loss(cfg, mask_logits, masks, class_logits, labels).item() * len(images)
+        loss_sum += loss_fn(model, (images, masks, labels), cfg).item() * len(images)
         n += len(images)
-        stats.update(mask_logits, masks)
+        stats.update(mask_logits, masks, None if gate is None else class_logits.argmax(1) == gate)
         y_true.append(labels.cpu().numpy())
-        y_pred.append(class_logits.argmax(1).cpu().numpy())
+        probs.append(probabilities(class_logits, multilabel=False))
     return {
-        **classification_metrics(np.concatenate(y_true), np.concatenate(y_pred), num_classes),
+        **classification_metrics(np.concatenate(y_true), np.concatenate(probs)),
         **stats.compute(),
         "val/loss": loss_sum / n,
     }
+
+
+def evaluate(model: nn.Module, loader, cfg: dict, data: Data, device) -> dict:
+    return evaluate_gated(model, loader, cfg, data, device, loss)
 
 
 TASK = Task(build=build, loss=loss, evaluate=evaluate, masks=True)

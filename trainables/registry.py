@@ -11,12 +11,17 @@ from typing import Any, Callable
 
 # Config keys every trainable understands. Flat "group/name" keys, as in space files.
 COMMON_DEFAULTS: dict[str, Any] = {
-    "data/root": "",               # empty: the embedded synthetic chest X-ray set
+    "data/root": "",               # empty: generated data in data/layout (see trainables/data)
+    "data/layout": "covid_radiography",  # covid_radiography | image_folder | busi | annotation_list
+    "data/split_files": "",        # official split lists (e.g. COVID-CT's Data-split), relative to root
+    "data/annotations": "trainval.txt",  # annotation_list: the labelled pool, relative to root
+    "data/on_bad_image": "fail",   # corrupt/unreadable image: "fail" the trial or "skip" it and count it
     "data/image_size": 64,         # images and masks are resized to a square of this side
     "data/channels": 1,            # 1 = grayscale (X-rays), 3 = RGB
     "data/val_fraction": 0.2,      # stratified train/val split, saved beside the data
     "data/split_seed": 0,          # the split depends on this seed only, never on the trial
     "data/fraction": 1.0,          # stratified subset of the training split, in (0, 1]
+    "data/shots_per_class": 0,     # k-shot: k training images per class (after data/fraction); 0 = all
     "data/normalize": "dataset",   # "dataset" (its own mean/std) or "imagenet"
     "train/epochs": 2,
     "train/batch_size": 16,
@@ -25,7 +30,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "optim/lr": 5e-5,
     "optim/weight_decay": 1e-6,
     "optim/momentum": 0.9,         # sgd only
-    "optim/schedule": "constant",  # constant | cosine
+    "optim/schedule": "constant",  # constant | cosine | step
+    "optim/step_epochs": 1,        # step schedule: multiply the lr by optim/gamma every this many epochs
+    "optim/gamma": 0.5,
     "aug/hflip": 0.0,              # probabilities of a horizontal / vertical flip
     "aug/vflip": 0.0,
     "aug/rotation": 0.0,           # max degrees of a random rotation
@@ -35,16 +42,80 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 SPEED_METRICS = ("perf/train_images_per_s", "perf/epoch_s", "perf/train_total_s", "perf/peak_mem_mb")
-CLASSIFICATION_METRICS = ("val/accuracy", "val/f1_macro", "val/precision_macro", "val/recall_macro", "val/loss")
-SEGMENTATION_METRICS = ("val/dice", "val/iou", "val/loss")
+CLASSIFICATION_METRICS = ("val/accuracy", "val/f1_macro", "val/precision_macro", "val/recall_macro",
+                          "val/auroc", "val/map", "val/loss")
+MASK_METRICS = ("val/dice", "val/iou", "val/miou", "val/dice_gated", "val/iou_gated", "val/miou_gated")
+SEGMENTATION_METRICS = MASK_METRICS + ("val/loss",)
+
+CLASSIFIER_DEFAULTS: dict[str, Any] = {
+    "model/backbone": "resnet18",  # any timm model name, "medtune_cnn" (study C.1) or "hf:<local dir>"
+    "model/pretrained": "",        # local weights: a file, a directory, or "hf-hub:<id>" in the local HF cache
+    "model/frozen_layers": 0,      # freeze the first N timm group_matcher groups (stem, then blocks)
+    "model/drop_rate": 0.0,
+}
 
 SEGMENTATION_MODEL_DEFAULTS: dict[str, Any] = {
     "model/arch": "unet",           # any smp architecture name, e.g. unet, unetplusplus, fpn
     "model/encoder": "resnet34",    # any smp encoder, or "tu-<timm name>"
     "model/pretrained": "",         # local weights file for the encoder; empty: random init
     "model/frozen_layers": 0,       # freeze the first N encoder groups (stem, then stages)
-    "loss/seg": "dice",             # dice | focal | lovasz | tversky | bce | dice_bce
+    "loss/seg": "dice",             # dice | focal | lovasz | tversky | bce | dice_bce | mse
+    "gate/class": "",               # classifier-gated masks: the class without a lesion (e.g. "normal")
 }
+
+
+# Accepted values of the keys that take one of a few names, and ranges of numeric keys
+# (low, high, low included, high included); checked before any trial starts.
+CHOICES: dict[str, tuple] = {
+    "data/layout": ("covid_radiography", "image_folder", "busi", "annotation_list"),
+    "data/channels": (1, 3),
+    "data/normalize": ("dataset", "imagenet"),
+    "data/on_bad_image": ("fail", "skip"),
+    "optim/name": ("adam", "adamw", "sgd"),
+    "optim/schedule": ("constant", "cosine", "step"),
+    "loss/seg": ("dice", "focal", "lovasz", "tversky", "bce", "dice_bce", "mse"),
+    "triplet/mining": ("random", "augmented", "batch_hard"),
+    "clip/mode": ("zeroshot", "linear_probe"),
+}
+_INF = float("inf")
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "data/image_size": (8, _INF, True, True),
+    "data/val_fraction": (0, 1, False, False),
+    "data/fraction": (0, 1, False, True),
+    "data/shots_per_class": (0, _INF, True, True),
+    "train/epochs": (1, _INF, True, True),
+    "train/batch_size": (1, _INF, True, True),
+    "optim/lr": (0, _INF, False, True),
+    "optim/weight_decay": (0, _INF, True, True),
+    "optim/momentum": (0, 1, True, False),
+    "optim/step_epochs": (1, _INF, True, True),
+    "optim/gamma": (0, 1, False, True),
+    "aug/hflip": (0, 1, True, True),
+    "aug/vflip": (0, 1, True, True),
+    "aug/rotation": (0, 180, True, True),
+    "aug/brightness": (0, _INF, True, True),
+    "aug/contrast": (0, _INF, True, True),
+    "aug/crop_scale": (0, 1, False, True),
+    "model/frozen_layers": (0, _INF, True, True),
+    "model/drop_rate": (0, 1, True, False),
+    "loss/cls_weight": (0, 1, True, True),
+    "triplet/margin": (0, _INF, False, True),
+    "triplet/embedding_dim": (1, _INF, True, True),
+    "triplet/knn_k": (1, _INF, True, True),
+    "clip/probe_c": (0, _INF, False, True),
+}
+
+
+def value_problem(key: str, value: Any) -> str | None:
+    """Why `value` is not accepted for `key` (a choice or range violation), or None."""
+    if key in CHOICES and value not in CHOICES[key]:
+        return f"{key}={value!r} is not accepted; choose one of: {', '.join(map(repr, CHOICES[key]))}."
+    if key in RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
+        low, high, low_in, high_in = RANGES[key]
+        if not ((low <= value if low_in else low < value) and (value <= high if high_in else value < high)):
+            interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+            return f"{key}={value!r} is out of range; accepted values lie in {interval}."
+    return None
 
 
 @dataclass(frozen=True)
@@ -69,21 +140,19 @@ TRAINABLES: dict[str, TrainableSpec] = {
         TrainableSpec(
             name="classification",
             target="trainables.classification:train",
-            defaults={
-                **COMMON_DEFAULTS,
-                "model/backbone": "resnet18",  # any timm model name
-                "model/pretrained": "",        # local weights file; empty: random init
-                "model/frozen_layers": 0,      # freeze the first N timm group_matcher groups
-                "model/drop_rate": 0.0,
-            },
+            defaults={**COMMON_DEFAULTS, **CLASSIFIER_DEFAULTS},
             metrics=CLASSIFICATION_METRICS + SPEED_METRICS,
             needs_masks=False,
-            doc="timm backbone + classifier head, cross-entropy",
+            doc="timm / Hugging Face backbone + head; cross-entropy, or BCE for multi-label data",
         ),
         TrainableSpec(
             name="segmentation",
             target="trainables.segmentation:train",
-            defaults={**COMMON_DEFAULTS, **SEGMENTATION_MODEL_DEFAULTS},
+            defaults={
+                **COMMON_DEFAULTS,
+                **SEGMENTATION_MODEL_DEFAULTS,
+                "gate/backbone": "resnet18",  # with gate/class: a separate timm classifier trained alongside
+            },
             metrics=SEGMENTATION_METRICS + SPEED_METRICS,
             needs_masks=True,
             doc="smp architecture + encoder, binary lung masks, smp.losses",
@@ -96,9 +165,47 @@ TRAINABLES: dict[str, TrainableSpec] = {
                 **SEGMENTATION_MODEL_DEFAULTS,
                 "loss/cls_weight": 0.5,  # loss = (1 - w) * segmentation + w * classification
             },
-            metrics=CLASSIFICATION_METRICS + ("val/dice", "val/iou") + SPEED_METRICS,
+            metrics=CLASSIFICATION_METRICS + MASK_METRICS + SPEED_METRICS,
             needs_masks=True,
             doc="smp model with the aux_params classification head, weighted joint loss",
+        ),
+        TrainableSpec(
+            name="zeroshot",
+            target="trainables.zeroshot:train",
+            defaults={
+                **COMMON_DEFAULTS,
+                "data/channels": 3,
+                "clip/model": "ViT-B-32",     # open_clip model name (or a name from clip/model_config)
+                "clip/model_config": "",      # local open_clip model-config JSON to register first
+                "model/pretrained": "",       # local open_clip checkpoint file; empty: random init
+                "clip/prompt_set": "plain",   # the name of one set in clip/prompt_sets
+                "clip/prompt_sets": '{"plain": ["{}"]}',  # JSON: name -> templates or class -> prompts
+                "clip/mode": "zeroshot",      # zeroshot | linear_probe (on frozen image features)
+                "clip/probe_c": 1.0,          # inverse L2 strength of the linear probe
+            },
+            metrics=CLASSIFICATION_METRICS + SPEED_METRICS,
+            needs_masks=False,
+            doc="open_clip: zero-shot with a prompt set, or a linear probe on frozen image features",
+        ),
+        TrainableSpec(
+            name="triplet",
+            target="trainables.triplet:train",
+            defaults={
+                **COMMON_DEFAULTS,
+                **CLASSIFIER_DEFAULTS,
+                "triplet/supervised_epochs": 1,   # phase 1: supervised fine-tuning
+                "triplet/embedding_epochs": 1,    # phase 2: embedding head, triplet loss; phase 3: the rest
+                "triplet/margin": 0.5,
+                "triplet/mining": "random",       # random | augmented | batch_hard
+                "triplet/embedding_dim": 512,
+                "triplet/embedding_lr": 5e-4,
+                "triplet/classifier_lr": 3e-4,
+                "triplet/unfrozen_layers": 1,     # phase 3: last N backbone groups (+ embedding layers) trained too
+                "triplet/knn_k": 5,
+            },
+            metrics=CLASSIFICATION_METRICS + ("val/knn_accuracy",) + SPEED_METRICS,
+            needs_masks=False,
+            doc="supervised fine-tuning, then a triplet-loss embedding, then a classifier on the embeddings",
         ),
     )
 }

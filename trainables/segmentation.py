@@ -1,27 +1,57 @@
-"""Binary segmentation on smp architectures and encoders, with a loss from smp.losses."""
+"""Binary segmentation on smp architectures and encoders, with a loss from smp.losses.
+
+With gate/class set (study C.3, two-stage), a separate timm classifier (gate/backbone) is
+trained alongside the segmenter on the same batches; the masks of images it assigns to
+gate/class are blanked, and the mask metrics are reported with and without this gating.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from trainables.classification import class_loss
 from trainables.losses import segmentation_loss
-from trainables.loop import Task, fit
+from trainables.loop import Data, Task, fit
 from trainables.metrics import MaskStats
-from trainables.models import create_segmenter, freeze_encoder
+from trainables.models import create_classifier, create_segmenter, freeze_encoder
+from trainables.multitask import evaluate_gated
 
 
-def build(cfg: dict, num_classes: int) -> nn.Module:
+class GatedSegmenter(nn.Module):
+    """A segmenter and a separate classifier: forward gives (mask logits, class logits)."""
+
+    def __init__(self, segmenter: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.segmenter, self.classifier = segmenter, classifier
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.segmenter(images), self.classifier(images)
+
+
+def build(cfg: dict, data: Data) -> nn.Module:
     model = create_segmenter(cfg)
     freeze_encoder(model, cfg)
-    return model
+    if not cfg["gate/class"]:
+        return model
+    data.class_index(cfg["gate/class"], "gate/class")
+    classifier = create_classifier({**cfg, "model/backbone": cfg["gate/backbone"], "model/pretrained": "",
+                                    "model/drop_rate": 0.0}, len(data.classes))
+    return GatedSegmenter(model, classifier)
 
 
 def loss(model: nn.Module, batch: tuple, cfg: dict) -> torch.Tensor:
-    images, masks, _ = batch
+    images, masks, labels = batch
+    if isinstance(model, GatedSegmenter):
+        mask_logits, class_logits = model(images)
+        return segmentation_loss(cfg["loss/seg"])(mask_logits, masks) + class_loss(class_logits, labels)
     return segmentation_loss(cfg["loss/seg"])(model(images), masks)
 
 
-def evaluate(model: nn.Module, loader, cfg: dict, num_classes: int, device) -> dict:
+def evaluate(model: nn.Module, loader, cfg: dict, data: Data, device) -> dict:
+    if isinstance(model, GatedSegmenter):
+        metrics = evaluate_gated(model, loader, cfg, data, device, loss)
+        masks = {k: v for k, v in metrics.items() if k.startswith(("val/dice", "val/iou", "val/miou", "val/loss"))}
+        return {**masks, "val/gate_accuracy": metrics["val/accuracy"], "val/gate_f1_macro": metrics["val/f1_macro"]}
     criterion, stats, loss_sum, n = segmentation_loss(cfg["loss/seg"]), MaskStats(), 0.0, 0
     for images, masks, _ in loader:
         images, masks = images.to(device), masks.to(device)

@@ -1,0 +1,142 @@
+"""Checks run in the driver before any trial starts: the configs a space can produce, the models
+they name and the data they read. Each problem is a UsageError or DataError naming the value."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from search.errors import UsageError
+from search.overrides import check_value
+from search.spacefile import Space
+
+MODEL_KEYS = ("model/backbone", "model/encoder", "model/arch", "model/pretrained", "gate/backbone", "clip/model")
+SIGNATURE_KEYS = MODEL_KEYS + ("model/frozen_layers", "data/channels", "data/image_size")
+DATA_KEYS = ("data/root", "data/layout", "data/split_files", "data/annotations", "data/on_bad_image", "data/channels")
+SAMPLES = 32  # random configs drawn to see what the space can produce
+
+
+class RecordingTrial:
+    """An Optuna trial that remembers every choice offered to suggest_categorical, and pins keys."""
+
+    def __init__(self, trial, pinned: dict[str, Any], choices: dict[str, set]):
+        self._trial, self._pinned, self._choices = trial, pinned, choices
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._trial, name)
+        if not name.startswith("suggest_"):
+            return attr
+
+        def suggest(key: str, *args, **kwargs):
+            if name == "suggest_categorical":
+                self._choices.setdefault(key, set()).update(kwargs.get("choices", args[0] if args else ()))
+            return self._pinned[key] if key in self._pinned else attr(key, *args, **kwargs)
+
+        return suggest
+
+
+def sample_configs(space: Space, constants: dict, pinned: set[str], n: int = SAMPLES, seed: int = 0):
+    """n full configs drawn by Optuna's random sampler from space(), every value type-checked,
+    and every choice the space offers per key (including those not drawn)."""
+    import optuna
+
+    from search.spacefile import load_module
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    space_fn = load_module(space.path).space
+    configs, choices = [], {}
+    fixed = {key: constants[key] for key in pinned}
+    for _ in range(n):
+        trial = study.ask()
+        try:
+            space_fn(RecordingTrial(trial, fixed, choices))
+        except Exception as exc:
+            raise UsageError(f"space() of {space.path!r} failed: {type(exc).__name__}: {exc}") from exc
+        for key, value in trial.params.items():
+            check_value(key, value, space.defaults, f"space() of {space.path!r}")
+        configs.append({**constants, **trial.params})
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    for key, values in choices.items():
+        if key not in pinned:
+            for value in values:
+                check_value(key, value, space.defaults, f"the choices of space() in {space.path!r}")
+    return configs, {k: v for k, v in choices.items() if k not in pinned}
+
+
+def check_models(space: Space, configs: list[dict], choices: dict[str, set]) -> None:
+    """Every model name and weights source the space can choose exists (before any download or build)."""
+    from trainables.models import check_model_config
+
+    seen = set()
+    for config in configs:
+        variants = [config] + [{**config, key: value} for key in MODEL_KEYS for value in choices.get(key, ())]
+        for cfg in variants:
+            signature = tuple(cfg.get(key) for key in SIGNATURE_KEYS)
+            if signature in seen:
+                continue
+            seen.add(signature)
+            try:
+                check_model_config(cfg, space.trainable.name)
+            except (ValueError, FileNotFoundError) as exc:
+                raise UsageError(str(exc)) from None
+
+
+def check_trainable(space: Space, configs: list[dict]) -> None:
+    """The trainable's own `check(cfg)` (cheap, no training) on each config, when it has one."""
+    module = importlib.import_module(space.trainable.target.split(":")[0])
+    check = getattr(module, "check", None)
+    if check is None:
+        return
+    for cfg in configs:
+        try:
+            check(cfg)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UsageError(str(exc)) from None
+
+
+def check_data(space: Space, configs: list[dict], choices: dict[str, set]) -> list[str]:
+    """Open (decode into the node cache) each data set the configs read and draw their subsets.
+
+    Catches missing or empty folders, images without masks, corrupt images, annotation paths
+    outside the root, bad split files, and more shots than a class has. Returns notes such as
+    images skipped under data/on_bad_image=skip.
+    """
+    from trainables.data import fraction_subset, open_dataset, shots_subset, train_val_split
+
+    notes, groups = [], {}
+    for cfg in configs:
+        groups.setdefault(tuple(cfg[k] for k in DATA_KEYS), []).append(cfg)
+    for key, group in groups.items():
+        cfg = group[0]
+        ds = open_dataset(cfg["data/root"] or None, min(c["data/image_size"] for c in group), cfg["data/channels"],
+                          masks=space.trainable.needs_masks, layout=cfg["data/layout"],
+                          split_files=cfg["data/split_files"], annotations=cfg["data/annotations"],
+                          on_bad_image=cfg["data/on_bad_image"])
+        if ds.skipped:
+            notes.append(f"{len(ds.skipped)} unreadable image(s) in {ds.root} are skipped "
+                         f"(data/on_bad_image=skip), e.g. {ds.skipped[0]}")
+        fractions = {c["data/fraction"] for c in group} | choices.get("data/fraction", set())
+        shots = {c["data/shots_per_class"] for c in group} | choices.get("data/shots_per_class", set())
+        for val_fraction, seed in {(c["data/val_fraction"], c["data/split_seed"]) for c in group}:
+            train, _ = train_val_split(ds, val_fraction, seed)
+            for fraction in fractions:
+                subset = fraction_subset(train, ds.labels, fraction, seed)
+                for k in shots - {0}:
+                    shots_subset(subset, ds.labels, k, seed, ds.classes)
+    return notes
+
+
+def preflight(space: Space, constants: dict, pinned: set[str], seed: int = 0) -> list[str]:
+    """All the checks above; returns notes for the console."""
+    configs, choices = sample_configs(space, constants, pinned, seed=seed)
+    check_models(space, configs, choices)
+    check_trainable(space, configs)
+    return check_data(space, configs, choices)
+
+
+def fingerprint(cfg: dict) -> str:
+    """The data fingerprint of the data set a config reads (file names, sizes and lists)."""
+    from trainables.data import data_fingerprint
+
+    return data_fingerprint(cfg["data/root"] or None, cfg["data/layout"], cfg["data/split_files"],
+                            cfg["data/annotations"])

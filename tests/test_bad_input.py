@@ -1,0 +1,139 @@
+"""Every bad input the issue lists is one clear error (exit 2, no traceback) raised before any trial
+starts, naming the offending value. Runs `tune-run` / `tune-ui` in process (one torch import)."""
+import os
+import socket
+
+import numpy as np
+import pytest
+import ray
+from PIL import Image
+
+from search.cli import run_main, ui_main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSIFICATION = os.path.join(ROOT, "spaces", "classification.py")
+MULTITASK = os.path.join(ROOT, "spaces", "multitask.py")
+SEGMENTATION = os.path.join(ROOT, "spaces", "segmentation.py")
+MEDFMC = os.path.join(ROOT, "spaces", "medfmc.py")
+SMOKE = ["--smoke-test", "--num-samples", "1"]
+
+
+def png(path, size=40, value=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pixels = np.random.default_rng(len(str(path))).integers(0, 255, (size, size), dtype=np.uint8)
+    Image.fromarray(pixels if value is None else np.full((size, size), value, np.uint8)).save(path)
+
+
+def covid_tree(root, masks=True, per_class=6):
+    for cls in ("COVID", "Normal"):
+        for n in range(per_class):
+            png(os.path.join(root, cls, "images", f"{cls}-{n}.png"))
+            if masks:
+                png(os.path.join(root, cls, "masks", f"{cls}-{n}.png"), value=255)
+    return root
+
+
+def space_file(tmp, text, name="space.py"):
+    path = tmp / name
+    path.write_text(text)
+    return str(path)
+
+
+def no_images(tmp):
+    root = covid_tree(str(tmp / "data"))
+    os.makedirs(os.path.join(root, "Empty Class", "images"))
+    return [CLASSIFICATION, *SMOKE, "--data", root]
+
+
+def corrupt(tmp):
+    root = covid_tree(str(tmp / "data"))
+    with open(os.path.join(root, "COVID", "images", "COVID-3.png"), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n truncated")
+    return [CLASSIFICATION, *SMOKE, "--data", root]
+
+
+def no_mask(tmp):
+    root = covid_tree(str(tmp / "data"))
+    os.remove(os.path.join(root, "Normal", "masks", "Normal-2.png"))
+    return [MULTITASK, *SMOKE, "--data", root]
+
+
+def escaping_annotation(tmp):
+    root = tmp / "data"
+    for n in range(4):
+        png(str(root / "images" / f"x{n}.png"))
+    (root / "trainval.txt").write_text("x0.png 0\nx1.png 1\n../../etc/passwd.png 0\nx3.png 1\n")
+    return [MEDFMC, *SMOKE, "--data", str(root)]
+
+
+CASES = {
+    "space file missing": (lambda tmp: [str(tmp / "absent.py")], "does not exist"),
+    "space file not Python": (lambda tmp: [space_file(tmp, "x", "space.txt")], "is not a Python file"),
+    "space file without space()": (
+        lambda tmp: [space_file(tmp, "TRAINABLE = 'classification'\nOBJECTIVES = {'val/accuracy': 'max'}\n")],
+        "has no space(trial) function"),
+    "unknown trainable": (
+        lambda tmp: [space_file(tmp, "TRAINABLE = 'classfication'\nOBJECTIVES = {'val/accuracy': 'max'}\n"
+                                     "def space(trial): pass\n")], "Unknown trainable 'classfication'"),
+    "objective not reported": (
+        lambda tmp: [space_file(tmp, "TRAINABLE = 'classification'\nOBJECTIVES = {'val/dice': 'max'}\n"
+                                     "def space(trial): pass\n")], "'val/dice' in"),
+    "unknown timm model": (lambda tmp: [CLASSIFICATION, *SMOKE, "--set", "model/backbone=resnet999"], "resnet999"),
+    "unknown architecture": (lambda tmp: [SEGMENTATION, *SMOKE, "--set", "model/arch=unet3"], "unet3"),
+    "unknown encoder": (lambda tmp: [SEGMENTATION, *SMOKE, "--set", "model/encoder=tu-resnet999"], "resnet999"),
+    "space samples an unknown model": (
+        lambda tmp: [space_file(tmp, "TRAINABLE = 'classification'\nOBJECTIVES = {'val/accuracy': 'max'}\n"
+                                     "def space(trial):\n"
+                                     "    trial.suggest_categorical('model/backbone', ['test_resnet', 'resnet5O'])\n")],
+        "resnet5O"),
+    "missing pretrained weights": (
+        lambda tmp: [CLASSIFICATION, *SMOKE, "--set", "model/pretrained=/no/such/weights.safetensors"],
+        "/no/such/weights.safetensors"),
+    "--set unknown key": (lambda tmp: [CLASSIFICATION, "--set", "optim/lrr=1"], "Unknown config key 'optim/lrr'"),
+    "--set wrong type": (lambda tmp: [CLASSIFICATION, "--set", "train/epochs=two"], "train/epochs takes an integer"),
+    "--set unknown choice": (lambda tmp: [CLASSIFICATION, "--set", "data/layout=dicom"], "data/layout='dicom'"),
+    "data path missing": (lambda tmp: [CLASSIFICATION, *SMOKE, "--data", str(tmp / "nowhere")], "does not exist"),
+    "data path empty": (lambda tmp: [CLASSIFICATION, *SMOKE, "--data", str(tmp)], "is empty"),
+    "class folder without images": (no_images, "Empty Class"),
+    "corrupt image": (corrupt, "COVID-3.png"),
+    "image without its mask": (no_mask, "Normal-2.png"),
+    "annotation path escaping the root": (escaping_annotation, "../../etc/passwd.png"),
+    "data/fraction outside (0, 1]": (lambda tmp: [CLASSIFICATION, "--set", "data/fraction=1.5"], "data/fraction=1.5"),
+    "more shots than a class has": (
+        lambda tmp: [MEDFMC, *SMOKE, "--set", "data/shots_per_class=500"], "500"),
+    "resume of an unknown experiment": (lambda tmp: [CLASSIFICATION, "--name", "never-ran", "--resume"],
+                                        "no experiment named 'never-ran'"),
+    "unknown scheduler": (lambda tmp: [CLASSIFICATION, "--scheduler", "pbt2"], "Unknown scheduler 'pbt2'"),
+}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDTUNE_HOME", str(tmp_path / "runs"))
+    monkeypatch.setenv("MEDTUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(ROOT)
+    return tmp_path / "runs"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_clear_error_before_any_trial(case, home, tmp_path, capsys, fault_log):
+    build, needle = CASES[case]
+    work = tmp_path / "work"
+    work.mkdir()
+    assert run_main(build(work)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and "Traceback" not in err, err
+    assert not os.path.exists(home / "ray") and not ray.is_initialized()  # no trial was launched
+    fault_log(fault=f"bad input: {case}", outcome=err.strip().splitlines()[0][:300], bad_inputs=1)
+
+
+def test_a_port_in_use_is_a_clear_error(home, monkeypatch, capsys, fault_log):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert ui_main(["--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"Port {port}" in err and "already in use" in err
+    fault_log(fault="bad input: tracking port in use", outcome=err.strip().splitlines()[0][:300], bad_inputs=1)

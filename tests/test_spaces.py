@@ -1,0 +1,64 @@
+"""Every space file under spaces/: it loads, 20 configs sampled at random are valid, and one smoke
+trial of it runs on generated data in its layout on a real local Ray cluster."""
+import glob
+import math
+import os
+
+import pytest
+import ray
+from ray import tune
+
+from search.experiment import Settings
+from search.preflight import sample_configs
+from search.runner import lazy_trainable
+from search.spacefile import load_space
+from trainables.registry import nested_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPACES = sorted(p for p in glob.glob(os.path.join(ROOT, "spaces", "*.py")) if not p.endswith("__init__.py"))
+IDS = [os.path.basename(p)[:-3] for p in SPACES]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    os.environ["MEDTUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # inherited by the workers
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield str(tmp_path_factory.mktemp("ray_results"))
+    ray.shutdown()
+
+
+def test_every_study_has_a_space_file():
+    studies = {"classification", "ssl_finetune", "zeroshot", "segmentation", "multitask", "medfmc",
+               "brain_mri", "busi_cnn", "busi_segmentation", "busi_multitask", "covid_ct", "triplet"}
+    assert studies <= set(IDS)
+
+
+@pytest.mark.parametrize("path", SPACES, ids=IDS)
+def test_space_loads_and_samples_20_valid_configs(path):
+    space = load_space(path)
+    assert space.doc.count("tune-run") >= 1, "the docstring gives the command"
+    constants = Settings(name="t", space_path=path, num_samples=20).constants(space)
+    configs, choices = sample_configs(space, constants, pinned=set(), n=20, seed=1)
+    assert len(configs) == 20
+    searched = {key for cfg in configs for key in cfg if cfg[key] != constants.get(key)}
+    assert searched, "the space searches something"
+    for cfg in configs:
+        assert set(cfg) == set(space.defaults)  # a full config: every known key, no other
+
+
+@pytest.mark.parametrize("path", SPACES, ids=IDS)
+def test_space_runs_one_smoke_trial(ray_cluster, path):
+    space = load_space(path)
+    settings = Settings(name="t", space_path=path, num_samples=1, smoke_test=True)
+    constants = settings.constants(space)
+    config = sample_configs(space, constants, set(settings.pinned(space)), n=1, seed=3)[0][0]
+    tuner = tune.Tuner(
+        tune.with_resources(lazy_trainable(space.trainable), {"cpu": 1}),
+        param_space=nested_config(config),
+        run_config=tune.RunConfig(name=os.path.basename(path)[:-3], storage_path=ray_cluster, verbose=0),
+    )
+    result = tuner.fit()[0]
+    assert result.error is None, result.error
+    assert result.metrics["epoch"] == config["train/epochs"]
+    for metric in space.objectives:
+        assert math.isfinite(result.metrics[metric]), (metric, result.metrics[metric])
