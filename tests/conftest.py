@@ -1,5 +1,6 @@
 """Shared fixtures: one real MLflow tracking server for the whole test session."""
 
+import os
 import socket
 
 import pytest
@@ -45,7 +46,6 @@ def fault_log(request):
     renders them); otherwise they are dropped.
     """
     import json
-    import os
 
     def record(fault: str, outcome: str, **counts) -> None:
         path = os.environ.get(FAULT_LOG)
@@ -54,3 +54,20 @@ def fault_log(request):
                 f.write(json.dumps({"test": request.node.nodeid, "fault": fault, "outcome": outcome, **counts}) + "\n")
 
     return record
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A real local Ray cluster (2 CPUs) for one test module, with its own MEDTUNE_CACHE (the
+    workers inherit it); yields a folder for Ray Tune results."""
+    import ray
+
+    previous = os.environ.get("MEDTUNE_CACHE")
+    os.environ["MEDTUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield str(tmp_path_factory.mktemp("ray_results"))
+    ray.shutdown()
+    if previous is None:
+        os.environ.pop("MEDTUNE_CACHE", None)
+    else:
+        os.environ["MEDTUNE_CACHE"] = previous

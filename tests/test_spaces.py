@@ -5,7 +5,6 @@ import math
 import os
 
 import pytest
-import ray
 from ray import tune
 
 from search.experiment import Settings
@@ -17,14 +16,6 @@ from trainables.registry import nested_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACES = sorted(p for p in glob.glob(os.path.join(ROOT, "spaces", "*.py")) if not p.endswith("__init__.py"))
 IDS = [os.path.basename(p)[:-3] for p in SPACES]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    os.environ["MEDTUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # inherited by the workers
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield str(tmp_path_factory.mktemp("ray_results"))
-    ray.shutdown()
 
 
 def test_every_study_has_a_space_file():

@@ -5,7 +5,6 @@ import os
 import signal
 
 import pytest
-import ray
 from ray import tune
 
 from search.runner import lazy_trainable
@@ -22,14 +21,6 @@ CASES = {
 }  # triplet keeps the same contract in tests/test_triplet.py, killed mid-phase
 BASE = {"data/image_size": 32, "train/epochs": 2, "train/batch_size": 8, "optim/lr": 1e-3,
         "data/fraction": 0.5, "aug/hflip": 0.5, "aug/rotation": 10.0, "model/frozen_layers": 1}
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    os.environ["MEDTUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # inherited by the workers
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield str(tmp_path_factory.mktemp("ray_results"))
-    ray.shutdown()
 
 
 def killed_after_first_epoch(trainable, log: str):

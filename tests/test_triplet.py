@@ -4,7 +4,6 @@ import os
 import signal
 
 import pytest
-import ray
 import timm
 import torch
 from ray import tune
@@ -108,14 +107,6 @@ def test_each_phase_trains_its_own_parameters():
     embedding = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     model.train()(torch.randn(4, 3, 32, 32), 3)  # frozen batch norms keep their statistics
     assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in embedding.items())
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    os.environ["MEDTUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # inherited by the workers
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield str(tmp_path_factory.mktemp("ray_results"))
-    ray.shutdown()
 
 
 def killed_after_epoch(trainable, kill_epoch: int, log: str):

@@ -8,7 +8,6 @@ import re
 import huggingface_hub
 import numpy as np
 import pytest
-import ray
 import torch
 from ray import tune
 
@@ -57,13 +56,6 @@ def cfg(cache, tmp_path_factory):
 def clip(cfg):
     torch.manual_seed(0)
     return load_clip(cfg, CPU)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(cache, tmp_path_factory):
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield str(tmp_path_factory.mktemp("ray_results"))
-    ray.shutdown()
 
 
 @pytest.mark.parametrize("folder, words", [("Lung_Opacity", "lung opacity"), ("Viral Pneumonia", "viral pneumonia"),
