@@ -1,19 +1,28 @@
-"""Start or locate the MLflow tracking server: SQLite store + served artifacts on 127.0.0.1.
+"""Start or locate the MLflow tracking server: SQLite (or a given database) + served artifacts.
 
 The server runs detached (own session), so it outlives the CLI that started it and the
-next `tune-run` reuses it through `<home>/mlflow/server.json`.
+next `tune-run` reuses it through `<home>/mlflow/server.json`. It binds to 127.0.0.1 unless
+another host is asked for; a server reachable from the network should run with MLflow's
+basic-auth app (`auth=True`), else a warning is logged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import ipaddress
 import json
+import logging
 import os
+import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -23,11 +32,17 @@ HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 10.0
+REACH_TIMEOUT_S = 10.0  # how long a configured MLFLOW_TRACKING_URI may take to answer
+BACKEND_ENV = "MEDTUNE_MLFLOW_BACKEND"  # backend store URI of a new server, e.g. postgresql://...
+USER_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 # Job execution serves GenAI features (judges, trace rollups) through a huey consumer with
 # ten workers; experiment tracking does not need it and it slows the start on small machines.
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 # Never route loopback health checks through an HTTP proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # bound address -> address to connect to
+
+log = logging.getLogger(__name__)
 
 
 def results_dir() -> str:
@@ -37,34 +52,48 @@ def results_dir() -> str:
     return str(path)
 
 
-def ensure_server(home: str | None = None, port: int | None = None) -> str:
+def ensure_server(
+    home: str | None = None,
+    port: int | None = None,
+    host: str | None = None,
+    auth: bool | None = None,
+    backend_uri: str | None = None,
+) -> str:
     """Return a tracking URI: `$MLFLOW_TRACKING_URI`, the recorded live server, or a new one.
 
-    A new server keeps `mlflow.db`, `artifacts/`, `server.json` and `server.log` in
-    `<home>/mlflow/` and listens on `port`, else 5000 if free, else a free ephemeral port.
+    A configured `MLFLOW_TRACKING_URI` must answer within REACH_TIMEOUT_S, else RuntimeError.
+    A new server keeps `artifacts/`, `server.json`, `server.log` and, unless `backend_uri`
+    (default `$MEDTUNE_MLFLOW_BACKEND`, e.g. postgresql://user@host/db) names another store,
+    `mlflow.db` in `<home>/mlflow/`. It binds to `host` (default 127.0.0.1) on `port` (else
+    5000 if free, else a free one) and, with `auth`, runs MLflow's basic-auth app whose admin
+    is `$MLFLOW_TRACKING_USERNAME` / `$MLFLOW_TRACKING_PASSWORD`. Arguments left None accept
+    the recorded server as it is; one that differs from it is an error.
     """
     if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        _check_reachable(uri)
         return uri
     state_dir = _state_dir(home)
     state_dir.mkdir(parents=True, exist_ok=True)
+    backend_uri = _with_driver(backend_uri or os.environ.get(BACKEND_ENV) or None)
+    wanted = {"port": port, "host": host, "auth": auth, "backend": backend_uri and _redact(backend_uri)}
     with FileLock(state_dir / "server.lock"):
         record = _read_record(state_dir)
         if record and _healthy(record["uri"]):
-            if port in (None, record["port"]):
-                return record["uri"]
+            _check_matches(record, wanted, state_dir)
+            _warn_if_exposed(record)
+            return record["uri"]
+        host = host or HOST
+        if port is not None and not _port_free(host, port):
             raise RuntimeError(
-                f"The MLflow server recorded in {state_dir / 'server.json'} already runs on "
-                f"port {record['port']}, not the requested port {port}; omit the port to reuse "
-                "it, or stop it first with stop_server()."
-            )
-        if port is not None and not _port_free(port):
-            raise RuntimeError(
-                f"Port {port} on {HOST} is already in use by a process that is not the MLflow "
+                f"Port {port} on {host} is already in use by a process that is not the MLflow "
                 f"server recorded in {state_dir}; pass a free port or none to pick one."
             )
         if port is None:
-            port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else _free_port()
-        return _start(state_dir, port)
+            port = DEFAULT_PORT if _port_free(host, DEFAULT_PORT) else _free_port(host)
+        backend_uri = backend_uri or f"sqlite:///{state_dir / 'mlflow.db'}"
+        record = _start(state_dir, host, port, backend_uri, bool(auth))
+        _warn_if_exposed(record)
+        return record["uri"]
 
 
 def stop_server(home: str | None = None) -> bool:
@@ -76,6 +105,115 @@ def stop_server(home: str | None = None) -> bool:
     stopped = _kill_group(record["pid"])
     (state_dir / "server.json").unlink(missing_ok=True)
     return stopped
+
+
+def answers(uri: str, timeout: float = 2.0) -> bool:
+    """Whether the tracking server at an http(s) `uri` answers at all (any non-5xx reply to
+    `/health`, a TLS handshake problem included); True for non-HTTP URIs, which have no server."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    loopback = _is_loopback(urllib.parse.urlsplit(uri).hostname or "")
+    opener = _OPENER if loopback else urllib.request.build_opener()
+    try:
+        with opener.open(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except urllib.error.URLError as exc:
+        return isinstance(exc.reason, ssl.SSLError)
+    except OSError:
+        return False
+
+
+def _check_reachable(uri: str) -> None:
+    deadline = time.monotonic() + REACH_TIMEOUT_S
+    while not answers(uri):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"The MLflow tracking server at {uri} (MLFLOW_TRACKING_URI) did not answer within "
+                f"{REACH_TIMEOUT_S:.0f} s; start it, fix MLFLOW_TRACKING_URI, or unset it to let "
+                "medtune start a local server."
+            )
+        time.sleep(0.5)
+
+
+def _check_matches(record: dict, wanted: dict, state_dir: Path) -> None:
+    """Raise when an explicitly requested setting differs from the running server's."""
+    running = {
+        "port": record["port"],
+        "host": record.get("host", HOST),
+        "auth": record.get("auth", False),
+        "backend": record.get("backend", _redact(f"sqlite:///{state_dir / 'mlflow.db'}")),
+    }
+    for name, value in wanted.items():
+        if value is not None and value != running[name]:
+            shown = {True: "on", False: "off"} if name == "auth" else {}
+            raise RuntimeError(
+                f"The MLflow server recorded in {state_dir / 'server.json'} already runs with "
+                f"{name} {shown.get(running[name], repr(running[name]))}, not the requested "
+                f"{shown.get(value, repr(value))}; leave that setting out to reuse it, or stop the "
+                "server first with stop_server() (tune-ui --stop)."
+            )
+
+
+def _warn_if_exposed(record: dict) -> None:
+    host = record.get("host", HOST)
+    if not _is_loopback(host) and not record.get("auth", False):
+        log.warning(
+            "The MLflow server at %s listens on %s:%s without authentication: anyone who can reach "
+            "this machine can read and change every experiment. Restart it with authentication "
+            "(tune-ui --host %s --auth, with %s and %s set) or on 127.0.0.1.",
+            record["uri"], host, record["port"], host, USER_ENV, PASSWORD_ENV,
+        )  # fmt: skip
+
+
+def _auth_env() -> dict[str, str]:
+    """Server environment for MLflow's basic-auth app; the clients' credentials become its admin."""
+    user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
+    if not (user and password):
+        raise RuntimeError(
+            f"A server with authentication needs {USER_ENV} and {PASSWORD_ENV} in the "
+            "environment: they create its admin account on first start and are what every "
+            "medtune client sends; set both (the password needs at least 12 characters)."
+        )
+    if importlib.util.find_spec("flask_wtf") is None:
+        raise RuntimeError(
+            "MLflow's basic-auth app needs the Flask-WTF package, which is not installed; "
+            "install mlflow[auth] (or flask-wtf) into this environment."
+        )
+    return {
+        "MLFLOW_AUTH_ADMIN_USERNAME": user,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+        # CSRF protection of the auth app's forms; every worker must share the key.
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
+        or secrets.token_hex(32),
+    }
+
+
+def _with_driver(uri: str | None) -> str | None:
+    """A bare postgresql:// URI names psycopg2, the driver medtune installs (SQLAlchemy 2.1's
+    default for it is psycopg 3)."""
+    if uri and uri.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg2://" + uri.split("://", 1)[1]
+    return uri
+
+
+def _redact(uri: str) -> str:
+    """`uri` with any password replaced, fit for server.json and messages."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _state_dir(home: str | None) -> Path:
@@ -97,41 +235,52 @@ def _healthy(uri: str) -> bool:
         return False
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(_family(host)) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((HOST, port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
+def _free_port(host: str) -> int:
+    with socket.socket(_family(host)) as sock:
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
-def _start(state_dir: Path, port: int) -> str:
-    uri = f"http://{HOST}:{port}"
+def _start(state_dir: Path, host: str, port: int, backend_uri: str, auth: bool) -> dict:
+    env = {**os.environ, **SERVER_ENV, **(_auth_env() if auth else {})}
+    env["MLFLOW_BACKEND_STORE_URI"] = backend_uri  # not an argument: a password stays out of `ps`
+    connect = _ANY_ADDRESS.get(host, host)
+    uri = f"http://[{connect}]:{port}" if ":" in connect else f"http://{connect}:{port}"
+    sqlite = backend_uri.startswith("sqlite:")
     command = [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{state_dir / 'mlflow.db'}",
         "--artifacts-destination", str(state_dir / "artifacts"),
-        "--host", HOST,
+        "--host", host,
         "--port", str(port),
-        "--workers", "1",  # one writer process keeps SQLite uncontended; requests use threads
+        # SQLite takes one writer at a time: one process (requests use its threads) avoids
+        # contending for the file lock; a database server takes a few worker processes.
+        "--workers", "1" if sqlite else str(min(4, os.cpu_count() or 1)),
     ]  # fmt: skip
+    if auth:
+        command += ["--app-name", "basic-auth"]
     log_path = state_dir / "server.log"
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab") as server_log:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=server_log,
             stderr=subprocess.STDOUT,
-            cwd=state_dir,
-            env={**os.environ, **SERVER_ENV},
+            cwd=state_dir,  # the basic-auth app keeps its users in ./basic_auth.db
+            env=env,
             start_new_session=True,
         )
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -146,9 +295,16 @@ def _start(state_dir: Path, port: int) -> str:
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
             raise RuntimeError(f"The MLflow server {reason}; see {log_path}:\n{tail}")
         time.sleep(0.25)
-    record = {"pid": process.pid, "port": port, "uri": uri}
+    record = {
+        "pid": process.pid,
+        "port": port,
+        "uri": uri,
+        "host": host,
+        "auth": auth,
+        "backend": _redact(backend_uri),
+    }
     (state_dir / "server.json").write_text(json.dumps(record, indent=2) + "\n")
-    return uri
+    return record
 
 
 def _kill_group(pid: int) -> bool:

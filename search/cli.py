@@ -115,8 +115,18 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def ui_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tune-ui", description="Start (or find) the MLflow tracking server and print its address.")
+    p = argparse.ArgumentParser(
+        prog="tune-ui",
+        description="Start (or find) the MLflow tracking server and print its address. A new server keeps "
+                    "runs in SQLite under the home, or in the database $MEDTUNE_MLFLOW_BACKEND names "
+                    "(e.g. postgresql://mlflow@dbhost/mlflow).",
+    )
     p.add_argument("--port", type=int, help="port for a new server (default 5000, or a free one)")
+    p.add_argument("--host", help="interface a new server binds to (default 127.0.0.1: this machine only); "
+                                  "another, e.g. 0.0.0.0, opens it to the network: add --auth")
+    p.add_argument("--auth", action="store_true",
+                   help="start it with MLflow's basic auth: $MLFLOW_TRACKING_USERNAME and "
+                        "$MLFLOW_TRACKING_PASSWORD become its admin and are what clients send")
     p.add_argument("--stop", action="store_true", help="stop the server this project started")
     args = p.parse_args(argv)
     from mlflow_server.server import ensure_server, stop_server
@@ -125,7 +135,7 @@ def ui_main(argv: list[str] | None = None) -> int:
         print("stopped" if stop_server() else "no server was running")
         return 0
     try:
-        print(f"MLflow UI: {ensure_server(port=args.port)}")
+        print(f"MLflow UI: {ensure_server(port=args.port, host=args.host, auth=args.auth or None)}")
     except RuntimeError as exc:
         return _fail(exc)
     return 0

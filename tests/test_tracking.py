@@ -1,16 +1,24 @@
 """MLflow tracking against a real server: server lifecycle, parent/trial runs, Pareto front."""
 
 import json
+import logging
 import math
 import os
 import pickle
+import secrets
 import socket
+import struct
 import subprocess
+import time
+import urllib.error
+import urllib.request
 import uuid
+from collections import deque
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from ray.train._internal import storage as ray_storage
 from ray.train._internal.storage import StorageContext
 from ray.tune.experiment import Trial
@@ -28,6 +36,19 @@ from mlflow_server.tracking import (
 CONFIG = {"train": {"epochs": 3}, "optim": {"name": "adam", "lr": 0.001}, "model": {"arch": "unet"}}
 
 
+@pytest.fixture(autouse=True)
+def medtune_home(tmp_path, monkeypatch) -> Path:
+    """Each test's own home, so trackers keep their pending files out of the working tree."""
+    monkeypatch.setenv("MEDTUNE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 # --- server ------------------------------------------------------------------------------
 
 
@@ -39,10 +60,22 @@ def test_results_dir_is_medtune_home_else_runs(tmp_path, monkeypatch):
     assert results_dir() == str(tmp_path / "runs")
 
 
-def test_configured_tracking_uri_is_used_unchanged(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
-    assert ensure_server(home=str(tmp_path)) == "http://tracking.example:5000"
+def test_configured_tracking_uri_is_used_unchanged(mlflow_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server + "/")
+    assert ensure_server(home=str(tmp_path)) == mlflow_server + "/"
     assert not (tmp_path / "mlflow").exists()
+
+
+def test_unreachable_tracking_uri_is_a_prompt_error(tmp_path, monkeypatch):
+    dead = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=f"server at {dead} .*did not answer"):
+        ensure_server(home=str(tmp_path))
+    with pytest.raises(RuntimeError, match=f"server at {dead} cannot be reached"):
+        get_or_create_parent_run(MlflowClient(dead), "never-created", {})
+    assert time.monotonic() - started < 30  # bounded, not the client's minutes of retries
+    assert not (tmp_path / "mlflow").exists()  # nothing was launched
 
 
 def test_running_server_is_reused(mlflow_server, mlflow_home, monkeypatch):
@@ -64,6 +97,79 @@ def test_explicit_port_taken_by_another_process_is_an_error(tmp_path, monkeypatc
         port = other.getsockname()[1]
         with pytest.raises(RuntimeError, match=f"Port {port} .* already in use"):
             ensure_server(home=str(tmp_path), port=port)
+    assert not (tmp_path / "mlflow" / "server.json").exists()
+
+
+def listening(port: int) -> set[str]:
+    """IPv4 addresses with a TCP listener on `port` (Linux's /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+            found.add(socket.inet_ntoa(struct.pack("<I", int(address, 16))))
+    return found
+
+
+def test_server_binds_to_loopback_by_default(mlflow_server, mlflow_home, monkeypatch, caplog):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    record = json.loads(Path(mlflow_home, "mlflow", "server.json").read_text())
+    assert record["host"] == "127.0.0.1" and record["auth"] is False
+    assert listening(record["port"]) == {"127.0.0.1"}
+    with caplog.at_level(logging.WARNING, logger="mlflow_server.server"):
+        assert ensure_server(home=mlflow_home) == mlflow_server
+    assert "without authentication" not in caplog.text
+
+
+def test_server_on_another_host_without_auth_warns(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    home, port = str(tmp_path), free_port()
+    with caplog.at_level(logging.WARNING, logger="mlflow_server.server"):
+        uri = ensure_server(home=home, port=port, host="0.0.0.0")
+    try:
+        assert uri == f"http://127.0.0.1:{port}"  # local clients still use loopback
+        assert listening(port) == {"0.0.0.0"}
+        assert f"listens on 0.0.0.0:{port} without authentication" in caplog.text
+        assert "--auth" in caplog.text
+        with pytest.raises(RuntimeError, match="already runs with host '0.0.0.0', not the requested '127.0.0.1'"):
+            ensure_server(home=home, host="127.0.0.1")
+    finally:
+        stop_server(home=home)
+
+
+def test_server_with_auth_refuses_anonymous_requests(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs Flask-WTF (mlflow[auth])")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    password = secrets.token_urlsafe(16)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "medtune-admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    home, port = str(tmp_path), free_port()
+    with caplog.at_level(logging.WARNING, logger="mlflow_server.server"):
+        uri = ensure_server(home=home, port=port, host="0.0.0.0", auth=True)
+    try:
+        assert "without authentication" not in caplog.text
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+        assert refused.value.code == 401
+        client = MlflowClient(uri)  # sends $MLFLOW_TRACKING_USERNAME / _PASSWORD
+        parent = get_or_create_parent_run(client, "secured", {})
+        assert client.get_run(parent).data.tags["medtune.role"] == "parent"
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password + "-wrong")
+        with pytest.raises(MlflowException, match="401"):
+            MlflowClient(uri).get_run(parent)
+        with pytest.raises(RuntimeError, match="already runs with auth on, not the requested off"):
+            ensure_server(home=home, auth=False)
+    finally:
+        stop_server(home=home)
+
+
+def test_auth_without_credentials_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    with pytest.raises(RuntimeError, match="MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"):
+        ensure_server(home=str(tmp_path), port=free_port(), host="0.0.0.0", auth=True)
     assert not (tmp_path / "mlflow" / "server.json").exists()
 
 
@@ -186,6 +292,7 @@ def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, 
     assert failed.info.status == "FAILED"
     assert failed.data.tags["medtune.error"] == "ValueError: loss is nan"
     assert "error.txt" in [a.path for a in client.list_artifacts(failed.info.run_id)]
+    assert tracker.pending_summary() is None and not tracker.pending_path.exists()
 
 
 def test_resumed_trial_continues_its_run(client, experiment, make_trial, mlflow_server):
@@ -210,6 +317,39 @@ def test_resumed_trial_continues_its_run(client, experiment, make_trial, mlflow_
     assert run.info.status == "FINISHED"
     history = client.get_metric_history(run.info.run_id, "val/f1_macro")
     assert [m.step for m in history] == [1, 2, 3]
+
+
+def test_writes_to_an_unreachable_server_wait_in_a_file_the_next_tracker_replays(
+    client, experiment, make_trial, mlflow_server, medtune_home, caplog
+):
+    parent = get_or_create_parent_run(client, experiment, {})
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: every write fails
+    offline = TrialTracker(dead, experiment, parent, {"medtune.git": "abc123"})
+    trial = make_trial("t_00000")
+    started = time.monotonic()
+    offline.on_trial_start(iteration=0, trials=[], trial=trial)  # raises nothing into Ray
+    for epoch in (1, 2, 3):
+        report(offline, trial, epoch, **{"val/f1_macro": epoch / 10, "val/loss": 1 / epoch})
+    offline.on_trial_complete(iteration=3, trials=[], trial=trial)
+    assert time.monotonic() - started < 20  # one bounded failure, then queued without asking
+    assert trial_runs(client, parent) == []
+    summary = offline.pending_summary()
+    assert "6 MLflow writes" in summary and "6 metric points" in summary and dead in summary
+    assert offline.pending_path == medtune_home / "mlflow" / "pending" / f"{parent}.jsonl"
+    assert str(offline.pending_path) in summary and "server at " + dead in caplog.text
+    restored = pickle.loads(pickle.dumps(offline))  # as Ray keeps it: without the queue ...
+    assert restored._queue == deque() and restored.pending_summary() == summary  # ... which the file holds
+    with offline.pending_path.open("a") as file:
+        file.write('{"op": "metrics", "trial": "t_00000", "metr')  # a driver killed mid-line
+
+    replay = TrialTracker(mlflow_server, experiment, parent, {"medtune.git": "abc123"})
+    assert replay.flush() == 0 and not offline.pending_path.exists()
+    assert "Skipping a damaged line" in caplog.text
+    (run,) = trial_runs(client, parent)
+    assert run.info.status == "FINISHED" and run.data.tags["medtune.git"] == "abc123"
+    assert run.data.params["optim/lr"] == "0.001"
+    history = client.get_metric_history(run.info.run_id, "val/f1_macro")
+    assert [(m.step, m.value) for m in history] == [(1, 0.1), (2, 0.2), (3, 0.3)]
 
 
 def test_collect_trials_reads_typed_configs(client, experiment, make_trial, mlflow_server):
