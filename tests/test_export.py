@@ -1,0 +1,34 @@
+"""tune-export writes no credentials: no tracking URI, token or password reaches the YAML."""
+import json
+
+import yaml
+from mlflow import MlflowClient
+
+from mlflow_server.tracking import CONFIG_FILE, PARENT, ROLE, TRIAL, get_or_create_parent_run
+from search.export import export_experiment, redact
+
+
+def test_redact_drops_user_and_password_of_urls_only():
+    assert redact("postgresql://mlflow:s3cret@db:5432/runs") == "postgresql://***@db:5432/runs"
+    assert redact("/data/COVID-19_Radiography_Dataset") == "/data/COVID-19_Radiography_Dataset"
+    assert redact(0.5) == 0.5
+
+
+def test_exported_yaml_holds_no_credentials(tracking_uri, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "token-that-must-not-leak")
+    client = MlflowClient(tracking_uri)
+    parent = get_or_create_parent_run(client, "export-secrets", {"medtune.trainable": "classification"})
+    client.log_param(parent, "objectives", json.dumps({"val/accuracy": "max"}))
+    client.log_dict(parent, {"settings": {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}}, "experiment.json")
+    experiment = client.get_run(parent).info.experiment_id
+    run = client.create_run(experiment, tags={ROLE: "trial", PARENT: parent, TRIAL: "t0"}).info.run_id
+    client.log_dict(run, {"data/root": "postgresql://mlflow:s3cret@db/runs", "optim/lr": 0.001}, CONFIG_FILE)
+    client.log_metric(run, "val/accuracy", 0.9, step=1)
+    client.set_terminated(run, "FINISHED")
+
+    out = tmp_path / "best.yaml"
+    doc = export_experiment("export-secrets", str(out))
+    text = out.read_text()
+    assert doc["best"]["config"]["data/root"] == "postgresql://***@db/runs"
+    assert "s3cret" not in text and "token-that-must-not-leak" not in text and tracking_uri not in text
+    assert yaml.safe_load(text)["best"]["metrics"]["val/accuracy"] == 0.9
