@@ -8,10 +8,13 @@ import sys
 from search.errors import UsageError
 from search.experiment import Settings, check_overrides, git_revision, save_settings
 from search.sampling import SpaceSampler, make_sampler
+from search.preflight import fingerprint as data_fingerprint
+from search.preflight import preflight
 from search.spacefile import Space, load_space
 from trainables.registry import TrainableSpec
 
 SCHEDULERS = ("asha", "fifo", "median", "hyperband")
+SEARCH_DONE = "medtune_search_done"  # written into the Ray experiment folder once the search has ended
 
 
 def lazy_trainable(spec: TrainableSpec):
@@ -48,11 +51,8 @@ def validate(settings: Settings, space: Space) -> dict:
     constants = settings.constants(space)
     make_scheduler(settings.scheduler, *space.primary, constants["train/epochs"])
     make_sampler(settings.sampler, settings.seed)
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
-    SpaceSampler(space.path, constants, set(settings.pinned(space)), space.defaults)(study.ask())  # a dry run of space()
+    for note in preflight(space, constants, set(settings.pinned(space)), settings.seed):
+        print(f"note: {note}", flush=True)
     return constants
 
 
@@ -78,32 +78,39 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # a trial's error: its MLflow run and the summary
     for name in ("mlflow", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("ray.tune.tune").addFilter(_not_incomplete_trials)
+
+
+def _not_incomplete_trials(record) -> bool:
+    """Drop Ray Tune's 'Trials did not complete' error: the summary lists them with their reasons."""
+    return "Trials did not complete" not in record.getMessage()
 
 
 def start_ray(address: str | None = None) -> None:
-    """Connect to the Ray cluster at address, or start a local one over all CPUs."""
+    """Connect to the Ray cluster at address (or $RAY_ADDRESS, as `ray job submit` sets it), or
+    start a local one over all CPUs: never join whichever cluster last ran on this machine,
+    which is what ray.init() without an address does."""
     import ray
 
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level="ERROR",
-             **({} if address else {"num_cpus": os.cpu_count()}))
+             **({"num_cpus": os.cpu_count()} if address == "local" else {}))
 
 
 def run_experiment(settings: Settings, home: str, resume: bool = False, address: str | None = None) -> int:
-    """Run settings.num_samples trials (or resume them); print the Pareto front; 0 on success."""
+    """Run settings.num_samples trials (or resume them); print the summary; 0 on success.
+
+    Resuming an experiment whose search already ended only prints its summary again.
+    """
     quiet_libraries()
+    exp_path = os.path.join(home, "ray", settings.name)
+    check_state(settings, home, exp_path, resume)
     space = load_space(settings.space_path)
     constants = validate(settings, space)
-    exp_path = os.path.join(home, "ray", settings.name)
-    if not resume and os.path.exists(exp_path):
-        raise UsageError(
-            f"An experiment named {settings.name!r} already exists in {home!r}; "
-            f"continue it with --resume or choose another --name."
-        )
-    from trainables.data import data_fingerprint
-
-    fingerprint = data_fingerprint(constants["data/root"] or None)
+    fingerprint = data_fingerprint(constants)
     save_settings(home, settings)
 
     from mlflow import MlflowClient
@@ -118,25 +125,78 @@ def run_experiment(settings: Settings, home: str, resume: bool = False, address:
     client.log_param(parent, "objectives", json.dumps(space.objectives))  # idempotent on resume
     client.log_dict(parent, {"settings": settings.__dict__, "constants": constants}, "experiment.json")
 
+    done = os.path.join(exp_path, SEARCH_DONE)
+    if os.path.exists(done):
+        print(f"Experiment {settings.name!r} already ran its search; its summary again:", flush=True)
+    else:
+        print(f"Experiment {settings.name!r}: {settings.num_samples} trials of {space.trainable.name} "
+              f"from {shown_path(space.path)}; tracking at {uri}", flush=True)
+        if not run_search(settings, space, constants, home, resume, address, uri, parent, tags):
+            print(f"\nExperiment {settings.name!r} was interrupted; its state is saved. Continue it with: "
+                  f"tune-run {shown_path(space.path)} --name {settings.name} --resume", flush=True)
+            return 130
+        open(done, "w").close()
+    return summarize(client, uri, settings, space, parent, home, tags)
+
+
+def check_state(settings: Settings, home: str, exp_path: str, resume: bool) -> None:
+    """A new experiment needs a free name; a resumed one needs the Ray Tune state it left."""
+    from ray import tune
+
+    if not resume and os.path.exists(exp_path):
+        raise UsageError(
+            f"An experiment named {settings.name!r} already exists in {home!r}; "
+            f"continue it with --resume or choose another --name."
+        )
+    if resume and not tune.Tuner.can_restore(exp_path):
+        raise UsageError(
+            f"Experiment {settings.name!r} cannot be resumed: its settings are saved in {home!r}, but there is "
+            f"no Ray Tune state at {exp_path!r} (the run stopped before saving any, or the folder was moved or "
+            f"deleted); start it again under another --name."
+        )
+
+
+def run_search(settings: Settings, space: Space, constants: dict, home: str, resume: bool, address: str | None,
+               uri: str, parent: str, tags: dict[str, str]) -> bool:
+    """Start Ray, run (or restore and finish) the trials, then close Optuna asks left open.
+
+    False when the search was interrupted (Ctrl-C) before every trial ended: Ray Tune then
+    saves its state and returns, and a resume continues the trials left.
+    """
     import ray
     from ray import tune
 
     start_ray(address)
-    trainable = tune.with_resources(
-        lazy_trainable(space.trainable), {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-    )
-    print(f"Experiment {settings.name!r}: {settings.num_samples} trials of {space.trainable.name} "
-          f"from {shown_path(space.path)}; tracking at {uri}", flush=True)
-    if resume:
-        if not tune.Tuner.can_restore(exp_path):
-            raise UsageError(f"Experiment {settings.name!r} has no Ray Tune state at {exp_path!r} to resume from.")
-        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        tuner = build_tuner(settings, space, constants, trainable, home, uri, parent, tags)
-    tuner.fit()
-    ray.shutdown()
+    try:
+        trainable = tune.with_resources(
+            lazy_trainable(space.trainable), {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+        )
+        if resume:  # finished and failed trials stay as they are; the others continue from their checkpoints
+            tuner = tune.Tuner.restore(os.path.join(home, "ray", settings.name), trainable=trainable,
+                                       resume_unfinished=True, resume_errored=False)
+        else:
+            tuner = build_tuner(settings, space, constants, trainable, home, uri, parent, tags)
+        tuner.fit()
+    finally:
+        ray.shutdown()
+    if not search_ended(settings, os.path.join(home, "ray", settings.name)):
+        return False
     close_stale_asks(optuna_storage(home), settings.name)
-    return summarize(client, uri, settings, space, parent)
+    return True
+
+
+def search_ended(settings: Settings, exp_path: str) -> bool:
+    """Whether Ray Tune's saved state shows the search over: every trial finished, stopped or
+    failed, and all num_samples made unless a time budget ended the search first.
+
+    After a Ctrl-C, fit() returns as after the end, but the saved state keeps the unfinished
+    trials pending for a resume.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(exp_path).trials
+    ended = all(t.status in ("TERMINATED", "ERROR") for t in trials)
+    return ended and (len(trials) >= settings.num_samples or settings.time_budget is not None)
 
 
 def optuna_storage(home: str) -> str:
@@ -146,8 +206,8 @@ def optuna_storage(home: str) -> str:
 def close_stale_asks(storage: str, study_name: str) -> None:
     """Mark FAIL the Optuna trials still RUNNING once the search is over.
 
-    A driver killed between Optuna's ask and Ray's next searcher checkpoint leaves such a
-    trial behind; the resumed search asks anew, so the stale one never gets a result.
+    A resumed search re-attaches the asks its killed predecessor left (ResumableOptunaSearch);
+    asks can still be left when a time budget or a stop ends the search before they ran.
     """
     import optuna
 
@@ -159,13 +219,13 @@ def close_stale_asks(storage: str, study_name: str) -> None:
 def build_tuner(settings, space: Space, constants, trainable, home, uri, parent, tags):
     from optuna.storages import RDBStorage
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
 
     from mlflow_server.tracking import TrialTracker
     from search.progress import LiveView
+    from search.searcher import ResumableOptunaSearch
 
     metrics, modes = list(space.objectives), list(space.objectives.values())
-    searcher = OptunaSearch(
+    searcher = ResumableOptunaSearch(
         space=SpaceSampler(space.path, constants, set(settings.pinned(space)), space.defaults),
         metric=metrics if len(metrics) > 1 else metrics[0],
         mode=modes if len(modes) > 1 else modes[0],
@@ -191,27 +251,56 @@ def build_tuner(settings, space: Space, constants, trainable, home, uri, parent,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[
-                TrialTracker(uri, settings.name, parent, tags),
+                TrialTracker(uri, settings.name, parent, tags, home=home),
                 LiveView(primary, mode, settings.num_samples, constants["train/epochs"]),
             ],
         ),
     )
 
 
-def summarize(client, uri: str, settings: Settings, space: Space, parent: str) -> int:
-    """Log the Pareto front onto the parent run, print it with failures and where to look."""
-    from mlflow_server.pareto import log_pareto, pareto_table
-    from mlflow_server.tracking import collect_trials
+STATUS_WORDS = {"FINISHED": "finished", "KILLED": "stopped early", "FAILED": "failed"}  # MLflow run statuses
 
-    records = collect_trials(client, parent)
-    front = log_pareto(client, parent, records, space.objectives)
-    by_status: dict[str, int] = {}
+
+def trial_counts(records, num_samples: int) -> str:
+    """'Trials: 4 of 4: 2 finished, 1 stopped early, 1 failed' (+ any left unfinished or never started)."""
+    counts = {status: 0 for status in STATUS_WORDS}
     for r in records:
-        by_status[r.status] = by_status.get(r.status, 0) + 1
-    print(f"\nTrials: {len(records)} ({', '.join(f'{n} {s}' for s, n in sorted(by_status.items()))})")
+        counts[r.status] = counts.get(r.status, 0) + 1
+    parts = [f"{n} {STATUS_WORDS.get(status, 'left ' + status)}" for status, n in counts.items()
+             if n or status in STATUS_WORDS]
+    if len(records) < num_samples:
+        parts.append(f"{num_samples - len(records)} never started")
+    return f"Trials: {len(records)} of {num_samples}: {', '.join(parts)}"
+
+
+def failure_reason(error: str | None) -> str:
+    """One short line for a failed trial: the error's type and message as tracked."""
+    if not error or not error.strip():
+        return "no reason was recorded; see the error.txt artifact of its run"
+    line = error.strip().splitlines()[0]
+    return line if len(line) <= 240 else line[:237] + "..."
+
+
+def summarize(client, uri: str, settings: Settings, space: Space, parent: str, home: str, tags: dict) -> int:
+    """Print the trial counts and failures, log the Pareto front onto the parent run and print it.
+
+    Tracking writes a server outage left pending are written first (or reported). Only
+    FINISHED trials are eligible for the front (log_pareto): a failed or stopped trial never
+    counts as best, whatever it reported before it ended.
+    """
+    from mlflow_server.pareto import log_pareto, pareto_table
+    from mlflow_server.tracking import ERROR, TrialTracker, collect_trials
+
+    tracker = TrialTracker(uri, settings.name, parent, tags, home=home)
+    tracker.flush()
+    records = collect_trials(client, parent)
+    print(f"\n{trial_counts(records, settings.num_samples)}", flush=True)
+    if pending := tracker.pending_summary():
+        print(f"  not yet tracked: {pending}")
     for r in records:
         if r.status == "FAILED":
-            print(f"  failed {r.trial_id}: {client.get_run(r.run_id).data.tags.get('medtune.error', '?')}")
+            print(f"  failed {r.trial_id}: {failure_reason(client.get_run(r.run_id).data.tags.get(ERROR))}")
+    front = log_pareto(client, parent, records, space.objectives)
     title = "Pareto front" if len(space.objectives) > 1 else "Best trial"
     print(f"\n{title} ({', '.join(f'{m} {d}' for m, d in space.objectives.items())}):")
     print(pareto_table(front, space.objectives, list(range(len(front)))) if front else "  no finished trial")
