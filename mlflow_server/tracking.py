@@ -99,7 +99,7 @@ class TrialTracker(Callback):
 
     # Left out of the pickle Ray keeps of its callbacks: the client, and the queue, which
     # the pending file holds instead.
-    _VOLATILE = ("_client", "_queue", "_saved", "_loaded", "_opened", "_retry_at", "rejected")
+    _VOLATILE = ("_client", "_queue", "_saved", "_loaded", "_opened", "_retry_at", "rejected", "_last_step")
 
     def __init__(
         self,
@@ -130,6 +130,7 @@ class TrialTracker(Callback):
         self._opened: set[str] = set()  # trials whose run creation is queued or done
         self._retry_at = 0.0  # while the server is unreachable: when to ask it again
         self.rejected = 0  # writes the server refused as invalid (dropped, logged)
+        self._last_step: dict[str, int] = {}  # run id -> the highest step it has metrics for
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in self._VOLATILE}
@@ -324,8 +325,12 @@ class TrialTracker(Callback):
         match op["op"]:
             case "status":
                 self.client.update_run(run_id, status=op["status"])
-            case "metrics":
-                self.client.log_batch(run_id, metrics=[Metric(*point) for point in op["metrics"]])
+            case "metrics":  # an epoch re-trained after a restart is logged once, the first time
+                done = self._logged_step(run_id)
+                points = [point for point in op["metrics"] if point[3] > done]
+                if points:
+                    self.client.log_batch(run_id, metrics=[Metric(*point) for point in points])
+                    self._last_step[run_id] = max(point[3] for point in points)
             case "text":
                 self.client.log_text(run_id, op["text"], op["file"])
             case "tag":
@@ -349,6 +354,14 @@ class TrialTracker(Callback):
             self.client.log_dict(run_id, op["config"], CONFIG_FILE)
             self.client.log_batch(run_id, params=missing)
         return run_id
+
+    def _logged_step(self, run_id: str) -> int:
+        """The highest step of the run's metrics: remembered, else read back once from the server."""
+        if run_id not in self._last_step:
+            keys = sorted(self.client.get_run(run_id).data.metrics)
+            history = self.client.get_metric_history(run_id, keys[0]) if keys else []
+            self._last_step[run_id] = max((m.step for m in history), default=0)
+        return self._last_step[run_id]
 
     def _run_id(self, trial_id: str) -> str:
         if trial_id not in self._runs:

@@ -51,8 +51,9 @@ def _is_count(value) -> bool:
 def render(rows: list[dict]) -> str:
     """Markdown: one row per fault, a column per count (and per text such as the error given),
     and a total row summing the counts."""
-    extra = [key for row in rows for key in row if key not in (*FIXED, "test")]
-    columns = list(dict.fromkeys(extra))
+    extra = list(dict.fromkeys(key for row in rows for key in row if key not in (*FIXED, "test")))
+    # the known columns first, in HEADERS order; any other in first-seen order (sorted() is stable)
+    columns = sorted(extra, key=lambda c: list(HEADERS).index(c) if c in HEADERS else len(HEADERS))
     counted = [c for c in columns if any(_is_count(r.get(c)) for r in rows)]
     texts = [c for c in columns if c not in counted]
     header = ["fault", *(HEADERS.get(c, c.replace("_", " ")) for c in counted), "outcome",
