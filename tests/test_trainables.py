@@ -23,8 +23,8 @@ BASE = {"data/image_size": 32, "train/epochs": 2, "train/batch_size": 8, "optim/
         "data/fraction": 0.5, "aug/hflip": 0.5, "aug/rotation": 10.0, "model/frozen_layers": 1}
 
 
-def killed_after_first_epoch(trainable, log: str):
-    """The trainable, but its worker process dies (SIGKILL) right after reporting epoch 1.
+def killed_after_epoch(trainable, kill_epoch: int, log: str):
+    """The trainable, but its worker process dies (SIGKILL) right after first reporting `kill_epoch`.
 
     Every reported epoch is appended to `log`, across the worker's restart.
     """
@@ -36,7 +36,7 @@ def killed_after_first_epoch(trainable, log: str):
             report(metrics, checkpoint=checkpoint)
             with open(log, "a") as f:
                 f.write(f"{metrics['epoch']}\n")
-            if first_attempt:
+            if first_attempt and metrics["epoch"] == kill_epoch:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         tune.report = logged_report
@@ -75,7 +75,7 @@ def test_trainable_contract(ray_cluster, name):
     assert history["perf/train_images_per_s"].gt(0).all()
 
     log = os.path.join(ray_cluster, f"{name}-epochs.log")
-    resumed = run_trial(killed_after_first_epoch(lazy_trainable(spec), log), f"{name}-killed", config,
+    resumed = run_trial(killed_after_epoch(lazy_trainable(spec), 1, log), f"{name}-killed", config,
                         ray_cluster, max_failures=1)
     with open(log) as f:  # killed after epoch 1; the restarted worker continued at epoch 2
         assert f.read().split() == epochs

@@ -1,7 +1,6 @@
 """The triplet trainable (studies D.2-D.4): triplet mining, phase bookkeeping, and the three phases
 run on a real local Ray cluster, resumed after a worker is killed in the embedding phase."""
 import os
-import signal
 
 import pytest
 import timm
@@ -10,6 +9,7 @@ from ray import tune
 from torch import nn
 
 from search.runner import lazy_trainable
+from test_trainables import killed_after_epoch
 from trainables.mining import MINING, mine, strong_augmentation, triplet_loss
 from trainables.registry import TRAINABLES, nested_config
 from trainables.triplet import EmbeddingNet, check_unfrozen, feature_groups, phase_epochs, phase_of, set_phase, train
@@ -107,28 +107,6 @@ def test_each_phase_trains_its_own_parameters():
     embedding = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     model.train()(torch.randn(4, 3, 32, 32), 3)  # frozen batch norms keep their statistics
     assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in embedding.items())
-
-
-def killed_after_epoch(trainable, kill_epoch: int, log: str):
-    """The trainable, but its worker dies (SIGKILL) right after reporting `kill_epoch`; reported epochs go to `log`."""
-    def run(config):
-        first_attempt = tune.get_checkpoint() is None
-        report = tune.report
-
-        def logged_report(metrics, checkpoint=None):
-            report(metrics, checkpoint=checkpoint)
-            with open(log, "a") as f:
-                f.write(f"{metrics['epoch']}\n")
-            if first_attempt and metrics["epoch"] == kill_epoch:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        tune.report = logged_report
-        try:
-            trainable(config)
-        finally:
-            tune.report = report
-
-    return run
 
 
 def straight_and_killed(kill_epoch: int, log: str, storage: str):
