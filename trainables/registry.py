@@ -15,6 +15,8 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "data/layout": "covid_radiography",  # covid_radiography | image_folder | busi | annotation_list
     "data/split_files": "",        # official split lists (e.g. COVID-CT's Data-split), relative to root
     "data/annotations": "trainval.txt",  # annotation_list: the labelled pool, relative to root
+    "data/test_annotations": "",   # annotation_list: the official test list (MedFMC *_test*.txt), relative to root
+    "data/test_fraction": 0.15,    # without an official test list: share drawn once as the held-out test split
     "data/on_bad_image": "fail",   # corrupt/unreadable image: "fail" the trial or "skip" it and count it
     "data/image_size": 64,         # images and masks are resized to a square of this side
     "data/channels": 1,            # 1 = grayscale (X-rays), 3 = RGB
@@ -23,9 +25,15 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "data/fraction": 1.0,          # stratified subset of the training split, in (0, 1]
     "data/shots_per_class": 0,     # k-shot: k training images per class (after data/fraction); 0 = all
     "data/normalize": "dataset",   # "dataset" (its own mean/std) or "imagenet"
+    "data/workers": 2,             # DataLoader worker processes per trial (persistent; 0 = load in the trial)
     "train/epochs": 2,
     "train/batch_size": 16,
     "train/seed": 0,
+    "train/bn_reestimate_images": 1024,  # re-estimate BatchNorm statistics on this many un-augmented training
+                                         # images before each validation; 0 = keep the running statistics
+    "eval/test": False,            # after the last epoch, evaluate once on the held-out test split (tune-train;
+                                   # a search never opens it)
+    "eval/bootstrap": 1000,        # bootstrap resamples of the test images for the 95% intervals
     "optim/name": "adam",          # adam | adamw | sgd
     "optim/lr": 5e-5,
     "optim/weight_decay": 1e-6,
@@ -41,10 +49,12 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "aug/crop_scale": 1.0,         # RandomResizedCrop min scale; 1.0 disables the crop
 }
 
-SPEED_METRICS = ("perf/train_images_per_s", "perf/epoch_s", "perf/train_total_s", "perf/peak_mem_mb")
+SPEED_METRICS = ("perf/train_images_per_s", "perf/loader_images_per_s", "perf/epoch_s", "perf/train_total_s",
+                 "perf/peak_mem_mb")
 CLASSIFICATION_METRICS = ("val/accuracy", "val/f1_macro", "val/precision_macro", "val/recall_macro",
-                          "val/auroc", "val/map", "val/loss")
-MASK_METRICS = ("val/dice", "val/iou", "val/miou", "val/dice_gated", "val/iou_gated", "val/miou_gated")
+                          "val/auroc", "val/map", "val/loss", "val/classes_absent")
+MASK_METRICS = ("val/dice", "val/iou", "val/miou", "val/dice_gated", "val/iou_gated", "val/miou_gated",
+                "val/dice_lesion", "val/dice_pooled", "val/dice_lesion_gated", "val/dice_pooled_gated")
 SEGMENTATION_METRICS = MASK_METRICS + ("val/loss",)
 
 CLASSIFIER_DEFAULTS: dict[str, Any] = {
@@ -83,6 +93,10 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "data/val_fraction": (0, 1, False, False),
     "data/fraction": (0, 1, False, True),
     "data/shots_per_class": (0, _INF, True, True),
+    "data/test_fraction": (0, 1, False, False),
+    "data/workers": (0, _INF, True, True),
+    "train/bn_reestimate_images": (0, _INF, True, True),
+    "eval/bootstrap": (1, _INF, True, True),
     "train/epochs": (1, _INF, True, True),
     "train/batch_size": (1, _INF, True, True),
     "optim/lr": (0, _INF, False, True),
