@@ -1,6 +1,8 @@
 """The training loop every trainable shares: data, optimiser, epochs, speed, checkpoints, reports."""
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import os
 import random
@@ -8,7 +10,7 @@ import resource
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -17,10 +19,15 @@ from ray.tune.utils import flatten_dict
 from torch import nn
 
 from trainables.augment import ArrayDataset, build_transforms, normalization
+from trainables.batchnorm import reestimate_batchnorm
 from trainables.data import ImageSet, fraction_subset, open_dataset, shots_subset, train_val_split
+from trainables.loading import TrialLoader
+from trainables.models import train_mode
 from trainables.registry import CHOICES
 
 OPTIMIZERS, SCHEDULES = CHOICES["optim/name"], CHOICES["optim/schedule"]
+WARMUP_STEPS = 3  # training steps of each worker process (start or restart) left out of the model's throughput
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,10 +112,30 @@ def trial_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start measuring this trial's peak memory (see peak_memory_mb)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the process's peak resident set size (VmHWM) to its current size
+    except OSError as err:
+        log.warning("The peak memory cannot be reset (%s); perf/peak_mem_mb is this process's lifetime peak.", err)
+
+
 def peak_memory_mb(device: torch.device) -> float:
+    """The trial's peak memory in MiB since reset_peak_memory: on a GPU the most allocated by torch on it;
+    on CPU the trial process's peak resident set size (VmHWM; loader workers not included). Where
+    /proc/self/clear_refs cannot be written, the process's lifetime peak, which in a reused Ray worker
+    includes earlier trials (a warning says so)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def open_data(cfg: dict, masks: bool) -> ImageSet:
@@ -152,83 +179,154 @@ def report(metrics: dict, state: dict) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def epoch_loader(data: Data, batch: int, seed: int, epoch: int) -> torch.utils.data.DataLoader:
-    """The training loader of one epoch; its shuffle and augmentation replay exactly on resume."""
-    seed_everything(seed * 1000 + epoch)
-    return torch.utils.data.DataLoader(
-        data.train_set, batch_size=batch, shuffle=True, drop_last=len(data.train_set) > batch,
-        generator=torch.Generator().manual_seed(seed * 1000 + epoch),
-    )
+def plain_train_set(data: Data) -> ArrayDataset:
+    """The training subset through the validation transforms (no augmentation)."""
+    return ArrayDataset(data.ds.images, data.ds.labels, data.train_idx, data.val_set.transform, data.val_set.masks)
 
 
-def train_epoch(model, loader, loss_fn, optimizer, device, epoch: int, cfg: dict) -> tuple[int, float, float]:
-    """One pass over loader: (images seen, mean loss, seconds). A non-finite loss or OOM fails the trial."""
-    model.train()
+def start_trial(cfg: dict, masks: bool) -> tuple[torch.device, Data, TrialLoader]:
+    """Threads, device and peak-memory start of a trial; its data, and its loader of the datasets
+    "train" (augmented), "train_plain" (un-augmented) and "val"."""
+    torch.set_num_threads(trial_cpus())
+    device = device_for_trial()
+    reset_peak_memory(device)
+    data = prepare_data(cfg, masks)
+    datasets = {"train": data.train_set, "train_plain": plain_train_set(data), "val": data.val_set}
+    loader = TrialLoader(datasets, cfg["train/batch_size"], int(cfg["train/seed"]), cfg["data/workers"],
+                         pin=device.type == "cuda")
+    return device, data, loader
+
+
+@dataclass
+class Speed:
+    """A trial's training speed. Saved in its checkpoint: the steps after warm-up (images, seconds), the
+    loader's busy time (images, seconds) and the training seconds so far; per worker process: its
+    warm-up steps (the first WARMUP_STEPS after a start or restart)."""
+
+    step_images: int = 0
+    step_s: float = 0.0
+    loader_images: int = 0
+    loader_s: float = 0.0
+    train_total_s: float = 0.0
+    warmup_images: int = dataclasses.field(default=0, metadata={"process": True})
+    warmup_s: float = dataclasses.field(default=0.0, metadata={"process": True})
+    warmup_left: int = dataclasses.field(default=WARMUP_STEPS, metadata={"process": True})
+
+    def state(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("process")}
+
+    def add_step(self, images: int, seconds: float, load_s: float) -> None:
+        self.loader_images, self.loader_s = self.loader_images + images, self.loader_s + load_s
+        if self.warmup_left:
+            self.warmup_left -= 1
+            self.warmup_images, self.warmup_s = self.warmup_images + images, self.warmup_s + seconds
+        else:
+            self.step_images, self.step_s = self.step_images + images, self.step_s + seconds
+
+    def metrics(self, epoch_s: float, workers: int, device: torch.device) -> dict:
+        """perf/train_images_per_s: images per second of the training steps (from the batch in hand to the
+        optimizer's update done: transfer, forward, backward, update; synchronised on a GPU), over every
+        step of the trial after the warm-up steps of each worker process; until a step after warm-up
+        exists, over the warm-up steps. The loader's waiting time is not in it.
+        perf/loader_images_per_s: see trainables.loading (busy time of the loader, times its workers).
+        perf/epoch_s: wall-clock seconds of this epoch's training pass; perf/train_total_s: their sum.
+        perf/peak_mem_mb: see peak_memory_mb."""
+        images, seconds = (self.step_images, self.step_s) if self.step_s else (self.warmup_images, self.warmup_s)
+        return {
+            "perf/train_images_per_s": images / seconds if seconds > 0 else 0.0,
+            "perf/loader_images_per_s": max(workers, 1) * self.loader_images / self.loader_s if self.loader_s else 0.0,
+            "perf/epoch_s": epoch_s,
+            "perf/train_total_s": self.train_total_s,
+            "perf/peak_mem_mb": peak_memory_mb(device),
+        }
+
+
+def training_step(model, batch: tuple, loss_fn, optimizer, epoch: int, step: int, cfg: dict) -> float:
+    """One optimizer step on batch; its loss. A non-finite loss or OOM fails the trial with a clear message."""
+    try:
+        loss = loss_fn(model, batch, cfg)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"The training loss became {loss.item()} at epoch {epoch}, step {step}; "
+                                     f"lower the learning rate (now {cfg['optim/lr']}) or check the data.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    except torch.OutOfMemoryError as e:
+        raise torch.OutOfMemoryError(
+            f"Out of memory at epoch {epoch}, step {step} with train/batch_size={cfg['train/batch_size']} "
+            f"and data/image_size={cfg['data/image_size']}; lower them or give the trial more memory "
+            f"(--gpus-per-trial). {str(e).splitlines()[0] if str(e) else ''}".strip()
+        ) from e
+    return loss.item()
+
+
+def train_epoch(model, batches: Iterator, loss_fn, optimizer, device, epoch: int, cfg: dict,
+                speed: Speed) -> tuple[float, float]:
+    """One training pass over (batch, loader seconds) pairs, with the global random generators seeded by
+    (train/seed, epoch) for exact replay (dropout, mining); (mean loss, seconds). Steps are timed into speed."""
+    seed_everything(int(cfg["train/seed"]) * 1000 + epoch)
+    train_mode(model)
     seen, loss_sum, t0 = 0, 0.0, time.perf_counter()
-    for step, batch in enumerate(loader):
-        batch = tuple(x.to(device) for x in batch)
-        try:
-            loss = loss_fn(model, batch, cfg)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"The training loss became {loss.item()} at epoch {epoch}, step {step}; "
-                                         f"lower the learning rate (now {cfg['optim/lr']}) or check the data.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        except torch.OutOfMemoryError as e:
-            raise torch.OutOfMemoryError(
-                f"Out of memory at epoch {epoch}, step {step} with train/batch_size={cfg['train/batch_size']} "
-                f"and data/image_size={cfg['data/image_size']}; lower them or give the trial more memory "
-                f"(--gpus-per-trial). {str(e).splitlines()[0] if str(e) else ''}".strip()
-            ) from e
+    for step, (batch, load_s) in enumerate(batches):
+        started = time.perf_counter()
+        batch = tuple(x.to(device, non_blocking=True) for x in batch)
+        loss = training_step(model, batch, loss_fn, optimizer, epoch, step, cfg)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        speed.add_step(len(batch[0]), time.perf_counter() - started, load_s)
         seen += len(batch[0])
-        loss_sum += loss.item() * len(batch[0])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return seen, loss_sum / max(seen, 1), time.perf_counter() - t0
+        loss_sum += loss * len(batch[0])
+    epoch_s = time.perf_counter() - t0
+    speed.train_total_s += epoch_s
+    return loss_sum / max(seen, 1), epoch_s
 
 
-def speed_metrics(seen: int, epoch_s: float, train_total_s: float, device: torch.device) -> dict:
-    return {
-        "perf/train_images_per_s": seen / epoch_s if epoch_s > 0 else 0.0,
-        "perf/epoch_s": epoch_s,
-        "perf/train_total_s": train_total_s,
-        "perf/peak_mem_mb": peak_memory_mb(device),
-    }
+def reestimation_indices(data: Data, cfg: dict) -> np.ndarray:
+    """Positions in the training subset of the train/bn_reestimate_images images BatchNorm statistics are
+    re-estimated on: the first of a permutation seeded by train/seed, read in index order."""
+    order = np.random.default_rng(int(cfg["train/seed"])).permutation(len(data.train_idx))
+    return np.sort(order[:cfg["train/bn_reestimate_images"]])
+
+
+def prepare_validation(model: nn.Module, forward: Callable, loader: TrialLoader, data: Data, cfg: dict,
+                       device: torch.device) -> None:
+    """Eval mode, with the trained BatchNorm layers' statistics re-estimated on un-augmented training images
+    (train/bn_reestimate_images of them, batches of train/batch_size; 0: none) through forward(images)."""
+    model.eval()
+    if cfg["train/bn_reestimate_images"]:
+        indices = reestimation_indices(data, cfg)
+        batches = loader.ordered("train_plain", indices, drop_last=len(indices) > cfg["train/batch_size"])
+        reestimate_batchnorm(model, forward, (batch[0].to(device, non_blocking=True) for batch in batches))
+
+
+def epoch_metrics(epoch: int, train_loss: float, epoch_s: float, speed: Speed, data: Data, cfg: dict,
+                  device: torch.device) -> dict:
+    """What every trainable reports beside its validation metrics."""
+    return {"epoch": epoch, "train/loss": train_loss, "data/skipped_images": len(data.ds.skipped),
+            **speed.metrics(epoch_s, cfg["data/workers"], device)}
 
 
 def fit(config: dict, task: Task) -> None:
     """Train `task` under config, reporting metrics and a checkpoint to Ray Tune every epoch."""
     cfg = flat_config(config)
-    torch.set_num_threads(trial_cpus())
-    device = device_for_trial()
-    seed = int(cfg["train/seed"])
-    data = prepare_data(cfg, task.masks)
-    batch = cfg["train/batch_size"]
-    val_loader = torch.utils.data.DataLoader(data.val_set, batch_size=batch)
-
-    seed_everything(seed)
+    device, data, loader = start_trial(cfg, task.masks)
+    seed_everything(int(cfg["train/seed"]))
     model = task.build(cfg, data).to(device)
     optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     schedule = make_schedule(cfg, optimizer)
-    start_epoch, train_total_s = 0, 0.0
+    start_epoch, speed = 0, Speed()
     if state := restore(device):
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        start_epoch, train_total_s = state["epoch"], state["train_total_s"]
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+        start_epoch, speed = state["epoch"], Speed(**state["speed"])
 
     for epoch in range(start_epoch + 1, cfg["train/epochs"] + 1):
-        loader = epoch_loader(data, batch, seed, epoch)
-        seen, train_loss, epoch_s = train_epoch(model, loader, task.loss, optimizer, device, epoch, cfg)
-        train_total_s += epoch_s
+        train_loss, epoch_s = train_epoch(model, loader.epoch(epoch), task.loss, optimizer, device, epoch, cfg, speed)
         schedule.step()
-        model.eval()
+        prepare_validation(model, model, loader, data, cfg, device)
         with torch.no_grad():
-            metrics = task.evaluate(model, val_loader, cfg, data, device)
-        metrics.update({"epoch": epoch, "train/loss": train_loss, "data/skipped_images": len(data.ds.skipped),
-                        **speed_metrics(seen, epoch_s, train_total_s, device)})
+            metrics = task.evaluate(model, loader.ordered("val"), cfg, data, device)
+        metrics.update(epoch_metrics(epoch, train_loss, epoch_s, speed, data, cfg, device))
         report(metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "schedule": schedule.state_dict(), "epoch": epoch, "train_total_s": train_total_s})
+                         "schedule": schedule.state_dict(), "epoch": epoch, "speed": speed.state()})

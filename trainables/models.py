@@ -268,6 +268,33 @@ def freeze_first(model: nn.Module, groups: list[list[str]], n: int, what: str) -
             param.requires_grad_(False)
 
 
+def frozen_norms(model: nn.Module) -> list[nn.Module]:
+    """The normalisation layers with running statistics (BatchNorm, InstanceNorm) in frozen parts: those
+    whose parameters (for a layer without any, its parent's) all have requires_grad cleared."""
+    layers = []
+    for parent in model.modules():
+        for child in parent.children():
+            if isinstance(child, nn.modules.batchnorm._NormBase) and child.track_running_stats:
+                params = list(child.parameters()) or list(parent.parameters())
+                if params and not any(p.requires_grad for p in params):
+                    layers.append(child)
+    return layers
+
+
+def train_mode(model: nn.Module) -> nn.Module:
+    """model.train(), with the normalisation layers of frozen parts back in eval mode: their running
+    statistics stay fixed (frozen is frozen). Use it wherever a model is put in training mode.
+
+    Frozen parts also record no autograd state, without a no_grad block: the frozen groups are the first
+    groups of the computation, and neither their parameters nor their input (the images) require
+    gradients, so autograd builds no graph through them and keeps none of their activations.
+    """
+    model.train()
+    for layer in frozen_norms(model):
+        layer.eval()
+    return model
+
+
 def freeze_classifier(model: nn.Module, cfg: dict) -> None:
     """Freeze the first model/frozen_layers groups of a create_classifier model; its head is never frozen."""
     freeze_first(model, classifier_groups(model), cfg["model/frozen_layers"], cfg["model/backbone"])

@@ -23,10 +23,9 @@ from sklearn.metrics import accuracy_score
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
-from trainables.augment import ArrayDataset
 from trainables.classification import class_loss, probabilities
-from trainables.loop import (Data, device_for_trial, epoch_loader, flat_config, make_optimizer, make_schedule,
-                             prepare_data, report, restore, seed_everything, speed_metrics, train_epoch, trial_cpus)
+from trainables.loop import (Data, Speed, epoch_metrics, flat_config, make_optimizer, make_schedule,
+                             prepare_validation, report, restore, seed_everything, start_trial, train_epoch)
 from trainables.metrics import classification_metrics
 from trainables.mining import check_mining, mine, strong_augmentation, triplet_loss
 from trainables.models import create_classifier, freeze_classifier, layer_groups
@@ -67,14 +66,6 @@ class EmbeddingNet(nn.Module):
                                         nn.Linear(embedding_dim, embedding_dim), nn.ReLU(),
                                         nn.Linear(embedding_dim, embedding_dim))
         self.classifier = nn.Linear(embedding_dim, num_classes)
-
-    def train(self, mode: bool = True) -> "EmbeddingNet":
-        """Training mode, except that frozen batch-norm layers keep their running statistics."""
-        super().train(mode)
-        for module in self.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in module.parameters()):
-                module.eval()
-        return self
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
@@ -166,11 +157,10 @@ def encode(model: EmbeddingNet, phase: int, loader, device, triplet) -> tuple[np
     return np.concatenate(vectors), labels, np.concatenate(probs) if probs else None, loss_sum / len(labels)
 
 
-def evaluate(model: EmbeddingNet, phase: int, train_loader, val_loader, cfg: dict, data: Data, device, triplet) -> dict:
+def evaluate(model: EmbeddingNet, phase: int, train_batches, val_batches, cfg: dict, data: Data, device, triplet) -> dict:
     """The current predictor's validation metrics and the k-NN accuracy of the current embedding space."""
-    model.eval()
-    train_vectors, train_labels, _, _ = encode(model, phase, train_loader, device, triplet)
-    vectors, labels, probs, loss = encode(model, phase, val_loader, device, triplet)
+    train_vectors, train_labels, _, _ = encode(model, phase, train_batches, device, triplet)
+    vectors, labels, probs, loss = encode(model, phase, val_batches, device, triplet)
     knn = KNeighborsClassifier(n_neighbors=min(cfg["triplet/knn_k"], len(train_labels))).fit(train_vectors, train_labels)
     if probs is None:
         probs = np.zeros((len(labels), len(data.classes)))
@@ -183,24 +173,16 @@ def train(config: dict) -> None:
     """Run the three phases, reporting metrics and a checkpoint to Ray Tune every epoch."""
     cfg = flat_config(config)
     epochs = check_config(cfg)
-    torch.set_num_threads(trial_cpus())
-    device = device_for_trial()
-    seed, batch = int(cfg["train/seed"]), cfg["train/batch_size"]
-    data = prepare_data(cfg, masks=False)
-    val_loader = torch.utils.data.DataLoader(data.val_set, batch_size=batch)
-    train_eval_set = ArrayDataset(data.ds.images, data.ds.labels, data.train_idx, data.val_set.transform)
-    train_eval_loader = torch.utils.data.DataLoader(train_eval_set, batch_size=batch)
+    device, data, loader = start_trial(cfg, masks=False)
     augment = strong_augmentation(cfg["data/image_size"], data.mean, data.std)
     triplet = triplet_loss(cfg["triplet/margin"])
 
-    seed_everything(seed)
+    seed_everything(int(cfg["train/seed"]))
     model = build(cfg, data).to(device)
-    start_epoch, train_total_s = 0, 0.0
+    start_epoch, speed = 0, Speed()
     if state := restore(device):
         model.load_state_dict(state["model"])
-        start_epoch, train_total_s = state["epoch"], state["train_total_s"]
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+        start_epoch, speed = state["epoch"], Speed(**state["speed"])
 
     phase = 0
     for epoch in range(start_epoch + 1, cfg["train/epochs"] + 1):
@@ -214,14 +196,10 @@ def train(config: dict) -> None:
                 optimizer.load_state_dict(state["optimizer"])
                 schedule.load_state_dict(state["schedule"])
             loss_fn = phase_loss(phase, augment, triplet)
-        loader = epoch_loader(data, batch, seed, epoch)
-        seen, train_loss, epoch_s = train_epoch(model, loader, loss_fn, optimizer, device, epoch, pcfg)
-        train_total_s += epoch_s
+        train_loss, epoch_s = train_epoch(model, loader.epoch(epoch), loss_fn, optimizer, device, epoch, pcfg, speed)
         schedule.step()
-        metrics = evaluate(model, phase, train_eval_loader, val_loader, cfg, data, device, triplet)
-        metrics.update({"epoch": epoch, "phase": phase, "train/loss": train_loss,
-                        "data/skipped_images": len(data.ds.skipped),
-                        **speed_metrics(seen, epoch_s, train_total_s, device)})
+        prepare_validation(model, lambda images: model(images, phase), loader, data, cfg, device)
+        metrics = evaluate(model, phase, loader.ordered("train_plain"), loader.ordered("val"), cfg, data, device, triplet)
+        metrics.update({"phase": phase, **epoch_metrics(epoch, train_loss, epoch_s, speed, data, cfg, device)})
         report(metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "schedule": schedule.state_dict(), "phase": phase, "epoch": epoch,
-                         "train_total_s": train_total_s})
+                         "schedule": schedule.state_dict(), "phase": phase, "epoch": epoch, "speed": speed.state()})

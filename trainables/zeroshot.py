@@ -14,8 +14,9 @@ Nothing here depends on epochs: the result is computed once and reported for eac
 train/epochs epochs (space files set train/epochs=1), so schedulers and the tracker see a
 complete trial; the checkpoint holds the metrics, so a restarted trial reports the same ones.
 Speed: perf/train_images_per_s counts the images encoded (validation images for zero-shot,
-training + validation images for the probe) over the seconds spent encoding them, plus the
-text encoding (zero-shot) or the probe fit (linear probe).
+training + validation images for the probe) over the seconds spent encoding them (loader waits
+excluded), plus the text encoding (zero-shot) or the probe fit (linear probe);
+perf/loader_images_per_s is the loader's throughput as in trainables.loading.
 """
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ from torchvision.transforms import v2
 
 from trainables.augment import ArrayDataset
 from trainables.clip_models import Clip, check_clip, load_clip
-from trainables.loop import (Data, device_for_trial, flat_config, prepare_data, report, restore,
-                             seed_everything, speed_metrics, trial_cpus)
+from trainables.loading import Pass, TrialLoader
+from trainables.loop import (Data, Speed, device_for_trial, flat_config, prepare_data, report, reset_peak_memory,
+                             restore, seed_everything, trial_cpus)
 from trainables.metrics import classification_metrics
 from trainables.prompts import class_prompts, select_prompt_set
 
@@ -47,14 +49,18 @@ def clip_dataset(clip: Clip, data: Data, indices: np.ndarray) -> ArrayDataset:
 
 
 @torch.no_grad()
-def image_features(clip: Clip, dataset: ArrayDataset, batch: int,
-                   device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
-    """L2-normalised image embeddings (N, D) on `device` and the labels, in dataset order."""
-    features, labels = [], []
-    for images, y in torch.utils.data.DataLoader(dataset, batch_size=batch):
-        features.append(clip.model.encode_image(images.to(device), normalize=True))
+def image_features(clip: Clip, batches: Pass, device: torch.device) -> tuple[torch.Tensor, np.ndarray, float]:
+    """L2-normalised image embeddings (N, D) on `device`, the labels in order, and the seconds spent
+    encoding them (loader waits excluded)."""
+    features, labels, seconds = [], [], 0.0
+    for images, y in batches:
+        started = time.perf_counter()
+        features.append(clip.model.encode_image(images.to(device, non_blocking=True), normalize=True))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds += time.perf_counter() - started
         labels.append(y.numpy())
-    return torch.cat(features), np.concatenate(labels)
+    return torch.cat(features), np.concatenate(labels), seconds
 
 
 def _fixed(prompt: str):
@@ -103,7 +109,7 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, c: float, multilabel: bo
     return predict
 
 
-def zero_shot(clip: Clip, cfg: dict, data: Data, device: torch.device) -> tuple[dict, int, float]:
+def zero_shot(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: torch.device) -> tuple[dict, int, float]:
     """Validation metrics of zero-shot prediction, images encoded, seconds."""
     if data.multilabel:
         raise ValueError("clip/mode='zeroshot' needs single-label data, but this data set is multi-label; "
@@ -112,34 +118,38 @@ def zero_shot(clip: Clip, cfg: dict, data: Data, device: torch.device) -> tuple[
                             cfg["clip/prompt_set"])
     t0 = time.perf_counter()
     classifier = text_classifier(clip, prompts, device)
-    features, y_true = image_features(clip, clip_dataset(clip, data, data.val_idx), cfg["train/batch_size"], device)
-    probs = zero_shot_logits(clip, features, classifier).softmax(1).cpu().numpy()
-    seconds = time.perf_counter() - t0
-    return scores(y_true, probs, False), len(y_true), seconds
-
-
-def linear_probe(clip: Clip, cfg: dict, data: Data, device: torch.device) -> tuple[dict, int, float]:
-    """Validation metrics of a logistic-regression probe on frozen features, images encoded, seconds."""
-    batch = cfg["train/batch_size"]
+    text_s = time.perf_counter() - t0
+    features, y_true, encode_s = image_features(clip, loader.ordered("val"), device)
     t0 = time.perf_counter()
-    train_x, train_y = image_features(clip, clip_dataset(clip, data, data.train_idx), batch, device)
-    val_x, y_true = image_features(clip, clip_dataset(clip, data, data.val_idx), batch, device)
+    probs = zero_shot_logits(clip, features, classifier).softmax(1).cpu().numpy()
+    return scores(y_true, probs, False), len(y_true), text_s + encode_s + time.perf_counter() - t0
+
+
+def linear_probe(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: torch.device) -> tuple[dict, int, float]:
+    """Validation metrics of a logistic-regression probe on frozen features, images encoded, seconds."""
+    train_x, train_y, train_s = image_features(clip, loader.ordered("train"), device)
+    val_x, y_true, val_s = image_features(clip, loader.ordered("val"), device)
+    t0 = time.perf_counter()
     predict = fit_probe(train_x.cpu().numpy(), train_y, cfg["clip/probe_c"], data.multilabel, len(data.classes))
     probs = predict(val_x.cpu().numpy())
-    seconds = time.perf_counter() - t0
-    return scores(y_true, probs, data.multilabel), len(train_y) + len(y_true), seconds
+    return scores(y_true, probs, data.multilabel), len(train_y) + len(y_true), train_s + val_s + time.perf_counter() - t0
 
 
 def evaluate(cfg: dict, device: torch.device) -> dict:
     """Load the model and the data, run clip/mode once; every metric of one epoch's report."""
     seed_everything(int(cfg["train/seed"]))
+    reset_peak_memory(device)
     clip = load_clip(cfg, device)
     data = prepare_data(cfg, masks=False)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    datasets = {"train": clip_dataset(clip, data, data.train_idx), "val": clip_dataset(clip, data, data.val_idx)}
+    loader = TrialLoader(datasets, cfg["train/batch_size"], int(cfg["train/seed"]), cfg["data/workers"],
+                         pin=device.type == "cuda")
     run = zero_shot if cfg["clip/mode"] == "zeroshot" else linear_probe
-    metrics, seen, seconds = run(clip, cfg, data, device)
-    return {**metrics, "data/skipped_images": len(data.ds.skipped), **speed_metrics(seen, seconds, seconds, device)}
+    metrics, seen, seconds = run(clip, cfg, data, loader, device)
+    speed = Speed(step_images=seen, step_s=seconds, loader_images=loader.images, loader_s=loader.load_s,
+                  train_total_s=seconds)
+    return {**metrics, "data/skipped_images": len(data.ds.skipped),
+            **speed.metrics(seconds, cfg["data/workers"], device)}
 
 
 def check(cfg: dict) -> None:
