@@ -11,6 +11,7 @@ from torch import nn
 from search.runner import lazy_trainable
 from test_trainables import killed_after_epoch
 from trainables.mining import MINING, mine, strong_augmentation, triplet_loss
+from trainables.models import train_mode
 from trainables.registry import TRAINABLES, nested_config
 from trainables.triplet import EmbeddingNet, check_unfrozen, feature_groups, phase_epochs, phase_of, set_phase, train
 
@@ -105,7 +106,7 @@ def test_each_phase_trains_its_own_parameters():
     with pytest.raises(ValueError, match=r"triplet/unfrozen_layers=6 is out of range for test_resnet: .* 0 to 5"):
         check_unfrozen(model, {**cfg, "triplet/unfrozen_layers": 6})
     embedding = {k: v.clone() for k, v in model.backbone.state_dict().items()}
-    model.train()(torch.randn(4, 3, 32, 32), 3)  # frozen batch norms keep their statistics
+    train_mode(model)(torch.randn(4, 3, 32, 32), 3)  # frozen batch norms keep their statistics
     assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in embedding.items())
 
 
