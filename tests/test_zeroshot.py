@@ -104,7 +104,7 @@ def test_the_space_files_prompt_sets_fit_the_covid_classes():
 
 def test_prompt_sets_change_text_embeddings_and_predictions(cfg, clip):
     data = prepare_data(cfg, masks=False)
-    features, _ = image_features(clip, clip_dataset(clip, data, data.val_idx), 16, CPU)
+    features, _, _ = image_features(clip, torch.utils.data.DataLoader(clip_dataset(clip, data, data.val_idx), 16), CPU)
     sets = parse_prompt_sets(cfg["clip/prompt_sets"])
     classifiers = {name: text_classifier(clip, class_prompts(s, data.classes), CPU) for name, s in sets.items()}
     assert classifiers["label"].shape == (32, len(data.classes))

@@ -2,8 +2,8 @@
 BatchNorm re-estimation, validation), persistent across epochs, with pinned memory on a GPU.
 
 Replay: an epoch's order is a permutation seeded by (train/seed, epoch), and each sample is produced
-with torch's random generator seeded from (train/seed, epoch, index), in a forked generator state so
-that loading in the trial's own process leaves its generator alone. Data order and augmentation are
+with torch's CPU random generator seeded from (train/seed, epoch, index), its state restored afterwards
+so that loading in the trial's own process leaves its generator alone. Data order and augmentation are
 therefore the same on resume and for any data/workers (torch seeds persistent workers only once, so
 the seed travels with each sample's key instead).
 
@@ -46,13 +46,23 @@ class KeyedSamples(Dataset):
 
     def __getitem__(self, key: tuple[str, int, int]):
         name, index, epoch = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, epoch, index))
+        generator = torch.default_generator  # the CPU generator torchvision's transforms draw from
+        state = generator.get_state()
+        generator.manual_seed(sample_seed(self.seed, epoch, index))
+        try:
             return self.datasets[name][index]
+        finally:
+            generator.set_state(state)
 
     def __getitems__(self, keys: list) -> Fetched:
-        started = time.perf_counter()
-        return Fetched([self[k] for k in keys], started)
+        """The samples at keys, made with one thread as in a loader worker: in the trial's own process its
+        intra-op threads would only slow the small per-image operations down."""
+        started, threads = time.perf_counter(), torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return Fetched([self[k] for k in keys], started)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def timed_collate(samples: Fetched) -> tuple[object, float]:

@@ -1,4 +1,8 @@
-"""The training loop every trainable shares: data, optimiser, epochs, speed, checkpoints, reports."""
+"""The training loop every trainable shares: data, optimiser, epochs, speed, checkpoints, reports.
+
+Each epoch: a training pass (frozen parts' normalisation in eval mode, see models.train_mode), then the
+trained BatchNorm layers' statistics re-estimated on un-augmented training images (trainables.batchnorm,
+train/bn_reestimate_images), then validation and the report with its checkpoint."""
 from __future__ import annotations
 
 import dataclasses
@@ -199,41 +203,35 @@ def start_trial(cfg: dict, masks: bool) -> tuple[torch.device, Data, TrialLoader
 
 @dataclass
 class Speed:
-    """A trial's training speed. Saved in its checkpoint: the steps after warm-up (images, seconds), the
-    loader's busy time (images, seconds) and the training seconds so far; per worker process: its
-    warm-up steps (the first WARMUP_STEPS after a start or restart)."""
+    """A trial's training speed. Saved in its checkpoint: the throughput (images / seconds) of each step
+    after warm-up, the loader's busy time (images, seconds) and the training seconds so far; per worker
+    process: the throughput of its warm-up steps (the first WARMUP_STEPS after a start or restart)."""
 
-    step_images: int = 0
-    step_s: float = 0.0
+    step_rates: list[float] = dataclasses.field(default_factory=list)
     loader_images: int = 0
     loader_s: float = 0.0
     train_total_s: float = 0.0
-    warmup_images: int = dataclasses.field(default=0, metadata={"process": True})
-    warmup_s: float = dataclasses.field(default=0.0, metadata={"process": True})
-    warmup_left: int = dataclasses.field(default=WARMUP_STEPS, metadata={"process": True})
+    warmup_rates: list[float] = dataclasses.field(default_factory=list, metadata={"process": True})
 
     def state(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("process")}
 
     def add_step(self, images: int, seconds: float, load_s: float) -> None:
         self.loader_images, self.loader_s = self.loader_images + images, self.loader_s + load_s
-        if self.warmup_left:
-            self.warmup_left -= 1
-            self.warmup_images, self.warmup_s = self.warmup_images + images, self.warmup_s + seconds
-        else:
-            self.step_images, self.step_s = self.step_images + images, self.step_s + seconds
+        warm = len(self.warmup_rates) >= WARMUP_STEPS
+        (self.step_rates if warm else self.warmup_rates).append(images / seconds)
 
     def metrics(self, epoch_s: float, workers: int, device: torch.device) -> dict:
-        """perf/train_images_per_s: images per second of the training steps (from the batch in hand to the
-        optimizer's update done: transfer, forward, backward, update; synchronised on a GPU), over every
-        step of the trial after the warm-up steps of each worker process; until a step after warm-up
-        exists, over the warm-up steps. The loader's waiting time is not in it.
+        """perf/train_images_per_s: the median over the training steps of the trial after the warm-up steps
+        of each worker process (until there is one, over the warm-up steps) of a step's images per second,
+        a step being from the batch in hand to the optimizer's update done (transfer, forward, backward,
+        update; synchronised on a GPU): the model's throughput, without loader waits, and the median
+        so that a neighbour's burst on a shared machine does not move it.
         perf/loader_images_per_s: see trainables.loading (busy time of the loader, times its workers).
         perf/epoch_s: wall-clock seconds of this epoch's training pass; perf/train_total_s: their sum.
         perf/peak_mem_mb: see peak_memory_mb."""
-        images, seconds = (self.step_images, self.step_s) if self.step_s else (self.warmup_images, self.warmup_s)
         return {
-            "perf/train_images_per_s": images / seconds if seconds > 0 else 0.0,
+            "perf/train_images_per_s": float(np.median(self.step_rates or self.warmup_rates or [0.0])),
             "perf/loader_images_per_s": max(workers, 1) * self.loader_images / self.loader_s if self.loader_s else 0.0,
             "perf/epoch_s": epoch_s,
             "perf/train_total_s": self.train_total_s,

@@ -25,7 +25,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "data/fraction": 1.0,          # stratified subset of the training split, in (0, 1]
     "data/shots_per_class": 0,     # k-shot: k training images per class (after data/fraction); 0 = all
     "data/normalize": "dataset",   # "dataset" (its own mean/std) or "imagenet"
-    "data/workers": 2,             # DataLoader worker processes per trial (persistent; 0 = load in the trial)
+    "data/workers": 0,             # DataLoader worker processes per trial (persistent; 0 = load in the trial).
+                                   # 0 on CPU, where workers only slow the model down; on GPU nodes raise it
+                                   # until perf/loader_images_per_s exceeds perf/train_images_per_s
     "train/epochs": 2,
     "train/batch_size": 16,
     "train/seed": 0,

@@ -10,6 +10,9 @@ clip/mode = "linear_probe": frozen image features of the training split, standar
 scikit-learn's LogisticRegression (C = clip/probe_c; one per class for multi-label data),
 scored on the validation split.
 
+Nothing trains here, so the model's BatchNorm statistics (ResNet CLIP towers) are its checkpoint's
+own and are used as they are (train/bn_reestimate_images does not apply).
+
 Nothing here depends on epochs: the result is computed once and reported for each of the
 train/epochs epochs (space files set train/epochs=1), so schedulers and the tracker see a
 complete trial; the checkpoint holds the metrics, so a restarted trial reports the same ones.
@@ -21,6 +24,7 @@ perf/loader_images_per_s is the loader's throughput as in trainables.loading.
 from __future__ import annotations
 
 import time
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -33,7 +37,7 @@ from torchvision.transforms import v2
 
 from trainables.augment import ArrayDataset
 from trainables.clip_models import Clip, check_clip, load_clip
-from trainables.loading import Pass, TrialLoader
+from trainables.loading import TrialLoader
 from trainables.loop import (Data, Speed, device_for_trial, flat_config, prepare_data, report, reset_peak_memory,
                              restore, seed_everything, trial_cpus)
 from trainables.metrics import classification_metrics
@@ -49,7 +53,7 @@ def clip_dataset(clip: Clip, data: Data, indices: np.ndarray) -> ArrayDataset:
 
 
 @torch.no_grad()
-def image_features(clip: Clip, batches: Pass, device: torch.device) -> tuple[torch.Tensor, np.ndarray, float]:
+def image_features(clip: Clip, batches: Iterable, device: torch.device) -> tuple[torch.Tensor, np.ndarray, float]:
     """L2-normalised image embeddings (N, D) on `device`, the labels in order, and the seconds spent
     encoding them (loader waits excluded)."""
     features, labels, seconds = [], [], 0.0
@@ -146,7 +150,7 @@ def evaluate(cfg: dict, device: torch.device) -> dict:
                          pin=device.type == "cuda")
     run = zero_shot if cfg["clip/mode"] == "zeroshot" else linear_probe
     metrics, seen, seconds = run(clip, cfg, data, loader, device)
-    speed = Speed(step_images=seen, step_s=seconds, loader_images=loader.images, loader_s=loader.load_s,
+    speed = Speed(step_rates=[seen / seconds], loader_images=loader.images, loader_s=loader.load_s,
                   train_total_s=seconds)
     return {**metrics, "data/skipped_images": len(data.ds.skipped),
             **speed.metrics(seconds, cfg["data/workers"], device)}
