@@ -26,6 +26,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.utils import flatten_dict
 
+from mlflow_server.selection import EPOCHS_KEY, last_epoch, reached_budget
 from mlflow_server.server import answers, results_dir
 
 ROLE = "medtune.role"
@@ -107,7 +108,7 @@ class TrialTracker(Callback):
         experiment: str,
         parent_run_id: str,
         tags: dict[str, str],
-        epochs_key: str = "train/epochs",
+        epochs_key: str = EPOCHS_KEY,
         home: str | None = None,
         end_wait_s: float = END_WAIT_S,
     ):
@@ -162,7 +163,7 @@ class TrialTracker(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info
     ):
         timestamp = int(time.time() * 1000)
-        step = _step(result)
+        step = last_epoch(result)
         metrics = [
             [key, float(value), timestamp, step]
             for key, value in _flat_result(result).items()
@@ -172,14 +173,10 @@ class TrialTracker(Callback):
             self._submit(trial, {"op": "metrics", "metrics": metrics})
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info):
-        """FINISHED when the last result reached the configured epochs, else KILLED.
-
-        `epoch` counts completed epochs (1-based); a config without `epochs_key` counts
-        as FINISHED since there is no budget to compare with.
-        """
+        """FINISHED when the last result reached its budget, else KILLED (the rule of
+        mlflow_server.selection.reached_budget, which the Optuna searcher follows too)."""
         result = _flat_result(trial.last_result)
-        epochs = flatten_dict(trial.config, delimiter="/").get(self.epochs_key)
-        done = epochs is None or _step(result) >= epochs
+        done = reached_budget(result, flatten_dict(trial.config, delimiter="/"), self.epochs_key)
         ops = []
         if isinstance(matrix := result.get(CONFUSION_KEY), list):
             ops.append({"op": "text", "file": "confusion_matrix.json", "text": json.dumps(matrix)})
@@ -453,10 +450,6 @@ def _flat_result(result: dict) -> dict[str, Any]:
     return flatten_dict({k: v for k, v in result.items() if k != "config"}, delimiter="/")
 
 
-def _step(result: dict) -> int:
-    return int(result.get("epoch", result.get("training_iteration", 0)))
-
-
 @dataclass
 class TrialRecord:
     """One trial run as read back from MLflow."""
@@ -500,9 +493,3 @@ def _load_config(client: MlflowClient, run) -> dict[str, Any]:
         except (MlflowException, OSError):
             return dict(run.data.params)
         return json.loads(Path(path).read_text())
-
-
-def finished(records: list[TrialRecord]) -> list[TrialRecord]:
-    """The records eligible for best/Pareto selection: FINISHED runs only."""
-    return [record for record in records if record.status == "FINISHED"]
-

@@ -2,7 +2,6 @@
 they name and the data they read. Each problem is a UsageError or DataError naming the value."""
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from search.errors import UsageError
@@ -82,9 +81,8 @@ def check_models(space: Space, configs: list[dict], choices: dict[str, set]) -> 
 
 
 def check_trainable(space: Space, configs: list[dict]) -> None:
-    """The trainable's own `check(cfg)` (cheap, no training) on each config, when it has one."""
-    module = importlib.import_module(space.trainable.target.split(":")[0])
-    check = getattr(module, "check", None)
+    """The trainable's own rules (TrainableSpec.check; cheap, no training) on each config."""
+    check = space.trainable.load_check()
     if check is None:
         return
     for cfg in configs:

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from mlflow_server.pareto import pareto_front
+from mlflow_server.selection import pareto_front
+from mlflow_server.tracking import TrialRecord
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -72,7 +73,8 @@ def test_pareto_artifact_names_only_non_dominated_finished_trials(smoke):
     with open(client.download_artifacts(parent, "pareto.json")) as f:
         front = {m["run_id"] for m in json.load(f)["front"]}
     finished = [r for r in smoke["trials"] if r.info.status == "FINISHED"]
-    expected = {finished[i].info.run_id for i in pareto_front([r.data.metrics for r in finished], OBJECTIVES)}
+    records = [TrialRecord(r.info.run_id, "", r.info.status, {}, r.data.metrics) for r in finished]
+    expected = {r.run_id for r in pareto_front(records, OBJECTIVES)}
     assert front and front == expected
     for run in finished:  # independently: no finished trial beats a front member on both objectives
         for member in (r for r in finished if r.info.run_id in front):

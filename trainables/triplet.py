@@ -48,7 +48,9 @@ def phase_of(epoch: int, epochs: tuple[int, int, int]) -> int:
     return 1 if epoch <= epochs[0] else 2 if epoch <= epochs[0] + epochs[1] else 3
 
 
-def check_config(cfg: dict) -> tuple[int, int, int]:
+def check(cfg: dict) -> tuple[int, int, int]:
+    """Mining strategy, k-NN k, embedding size and the phase split (the driver's preflight calls this
+    too): ValueError naming the value; returns the phase epochs."""
     check_mining(cfg["triplet/mining"])
     for key in ("triplet/knn_k", "triplet/embedding_dim"):
         if cfg[key] < 1:
@@ -182,7 +184,7 @@ def evaluate(model: EmbeddingNet, phase: int, train_loader, val_loader, cfg: dic
 def train(config: dict) -> None:
     """Run the three phases, reporting metrics and a checkpoint to Ray Tune every epoch."""
     cfg = flat_config(config)
-    epochs = check_config(cfg)
+    epochs = check(cfg)
     torch.set_num_threads(trial_cpus())
     device = device_for_trial()
     seed, batch = int(cfg["train/seed"]), cfg["train/batch_size"]
