@@ -5,12 +5,14 @@ import os
 import subprocess
 import sys
 
+import optuna
 import pytest
 import yaml
 from mlflow import MlflowClient
 
 from mlflow_server.selection import pareto_front
 from mlflow_server.tracking import TrialRecord
+from search.runner import optuna_storage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -66,6 +68,26 @@ def test_every_trial_has_sampled_params_and_a_point_per_epoch(smoke):
             epochs = epochs or len(steps)
             assert steps == list(range(1, epochs + 1)), (metric, steps)
         assert (epochs == 2) == (run.info.status == "FINISHED")
+
+
+def test_optuna_states_match_the_mlflow_statuses_with_every_epoch(smoke):
+    """Each trial ASHA stopped is PRUNED in the study (KILLED in MLflow), each finished one COMPLETE
+    with its last epoch's values, and the study holds every epoch of every trial (two objectives:
+    user attributes). tests/test_optuna_states.py makes ASHA stop a trial for sure."""
+    client = smoke["client"]
+    study = optuna.load_study(study_name="e2e", storage=optuna_storage(str(smoke["work"] / "runs")))
+    runs = {r.data.tags["medtune.trial_id"]: r for r in smoke["trials"]}
+    assert sorted(t.user_attrs["trial_id"] for t in study.trials) == sorted(runs)
+    assert study.metric_names == list(OBJECTIVES)
+    state = {"FINISHED": "COMPLETE", "KILLED": "PRUNED", "FAILED": "FAIL"}
+    for trial in study.trials:
+        run = runs[trial.user_attrs["trial_id"]]
+        assert trial.state.name == state[run.info.status], (trial.number, run.info.status)
+        for metric in OBJECTIVES:
+            history = client.get_metric_history(run.info.run_id, metric)
+            assert trial.user_attrs[f"intermediate/{metric}"] == {str(m.step): m.value for m in history}
+        if trial.state.name == "COMPLETE":
+            assert trial.values == [run.data.metrics[metric] for metric in OBJECTIVES]
 
 
 def test_pareto_artifact_names_only_non_dominated_finished_trials(smoke):

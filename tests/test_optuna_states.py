@@ -3,11 +3,16 @@ reached train/epochs, PRUNED for one the scheduler stopped, FAIL for one that ra
 epoch's values, also across a save and restore (--resume). The searcher is driven through the
 hooks Ray Tune calls, in the order it calls them (on_trial_result is skipped for the result on
 which the scheduler stops a trial)."""
+import contextlib
+import io
 import math
 
 import optuna
+from mlflow import MlflowClient
 from optuna.storages import RDBStorage
 
+from search.experiment import Settings
+from search.runner import optuna_storage, run_experiment
 from search.searcher import ResumableOptunaSearch
 
 EPOCHS = 3
@@ -94,3 +99,40 @@ def test_an_epoch_retrained_after_a_retry_keeps_its_first_value(tmp_path):
     search.on_trial_complete("retried", result={"epoch": 3, "val/f1": 0.7})
     trial = by_ray_id(tmp_path / "optuna.db")["retried"]
     assert trial.intermediate_values == {1: 0.5, 2: 0.6, 3: 0.7} and trial.state.name == "COMPLETE"
+
+
+ASHA_SPACE = '''"""Three trials, one at a time; the second trains at 128 px, the others at 32 px, so it is the
+slowest at epoch 1 by far and ASHA (reduction factor 2) stops it there."""
+TRAINABLE = "classification"
+OBJECTIVES = {"perf/train_images_per_s": "max"}
+DEFAULTS = {"model/backbone": "test_resnet", "train/epochs": 2, "train/batch_size": 8}
+
+
+def space(trial):
+    size = 128 if trial.number == 1 else 32
+    trial.suggest_int("data/image_size", size, size)
+'''
+
+
+def test_a_trial_asha_stops_is_pruned_in_the_study_and_killed_in_mlflow(tracking_uri, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDTUNE_CACHE", str(tmp_path / "cache"))  # inherited by the Ray workers
+    (tmp_path / "asha_space.py").write_text(ASHA_SPACE)
+    settings = Settings(name=f"asha-{tmp_path.name}", space_path=str(tmp_path / "asha_space.py"), num_samples=3,
+                        scheduler="asha", sampler="random", max_concurrent=1)
+    home = str(tmp_path / "runs")
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert run_experiment(settings, home) == 0, out.getvalue()[-3000:]
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(settings.name).experiment_id],
+                              "tags.`medtune.role` = 'trial'")
+    runs = {r.data.tags["medtune.trial_id"]: r for r in runs}
+    study = optuna.load_study(study_name=settings.name, storage=optuna_storage(home))
+    state = {"FINISHED": "COMPLETE", "KILLED": "PRUNED", "FAILED": "FAIL"}
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    for trial in study.trials:
+        run = runs[trial.user_attrs["trial_id"]]
+        assert trial.state.name == state[run.info.status]
+        history = client.get_metric_history(run.info.run_id, "perf/train_images_per_s")
+        assert trial.intermediate_values == {m.step: m.value for m in history}
+        assert trial.value == run.data.metrics["perf/train_images_per_s"]  # the last epoch's
+    assert list(study.trials[1].intermediate_values) == [1]
