@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .cache import BadImageError, DataError, ImageSet, build_once, cache_dir, read_image_set, write_image_set
 from .images import decode
 from .layouts import LAYOUTS, MODULES, Listing, check_layout, scan
-from .split import test_split
+from .split import hold_out_test
 from .synthetic import ensure_synthetic
 
 ON_BAD_IMAGE = ("fail", "skip")
@@ -115,7 +115,7 @@ def _select(
     test = whole.test
     if test is None:
         pool = whole.split["train"] if whole.split else list(range(len(whole.files)))
-        test = test_split(whole.files, whole.labels, pool, root, digest.hexdigest()[:16], "-".join(selection),
+        test = hold_out_test(whole.files, whole.labels, pool, root, digest.hexdigest()[:16], "-".join(selection),
                           test_fraction)
         selection.append(f"test{test_fraction}")
     if not len(test):

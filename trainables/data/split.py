@@ -2,7 +2,7 @@
 
 The held-out test split is the official test list where the layout has one (COVID-CT's
 `Data-split/*/test*.txt`, a MedFMC `*_test*.txt` as data/test_annotations). Otherwise
-`test_split` draws it once from the listing, before anything is decoded: of each stratum
+`hold_out_test` draws it once from the listing, before anything is decoded: of each stratum
 round(test_fraction * n) images (never a stratum's last one, and every class keeps an image
 outside test), with a fixed seed stream that no data/split_seed shares, so seeds, val
 fractions and train/val re-draws never move it. Where official train/val lists exist but no
@@ -53,7 +53,7 @@ def train_val_split(ds: ImageSet, val_fraction: float = 0.2, seed: int = 0) -> t
     )
 
 
-def test_split(
+def hold_out_test(
     files: list[str], labels: np.ndarray, pool: list[int], root: str, fingerprint: str, variant: str, fraction: float
 ) -> np.ndarray:
     """Sorted indices into `files` of the drawn test split: `fraction` of the images at `pool`, stratified.
