@@ -109,7 +109,8 @@ def check_data(space: Space, configs: list[dict], choices: dict[str, set]) -> li
         ds = open_dataset(cfg["data/root"] or None, min(c["data/image_size"] for c in group), cfg["data/channels"],
                           masks=space.trainable.needs_masks, layout=cfg["data/layout"],
                           split_files=cfg["data/split_files"], annotations=cfg["data/annotations"],
-                          on_bad_image=cfg["data/on_bad_image"])
+                          on_bad_image=cfg["data/on_bad_image"], test_annotations=cfg["data/test_annotations"],
+                          test_fraction=cfg["data/test_fraction"])  # part "search": sets test apart, undecoded
         if ds.skipped:
             notes.append(f"{len(ds.skipped)} unreadable image(s) in {ds.root} are skipped "
                          f"(data/on_bad_image=skip), e.g. {ds.skipped[0]}")
