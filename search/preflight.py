@@ -10,7 +10,8 @@ from search.spacefile import Space
 
 MODEL_KEYS = ("model/backbone", "model/encoder", "model/arch", "model/pretrained", "gate/backbone", "clip/model")
 SIGNATURE_KEYS = MODEL_KEYS + ("model/frozen_layers", "data/channels", "data/image_size")
-DATA_KEYS = ("data/root", "data/layout", "data/split_files", "data/annotations", "data/on_bad_image", "data/channels")
+DATA_KEYS = ("data/root", "data/layout", "data/split_files", "data/annotations", "data/test_annotations",
+             "data/test_fraction", "data/on_bad_image", "data/channels")
 SAMPLES = 32  # random configs drawn to see what the space can produce
 
 
@@ -138,4 +139,4 @@ def fingerprint(cfg: dict) -> str:
     from trainables.data import data_fingerprint
 
     return data_fingerprint(cfg["data/root"] or None, cfg["data/layout"], cfg["data/split_files"],
-                            cfg["data/annotations"])
+                            cfg["data/annotations"], cfg["data/test_annotations"], cfg["data/test_fraction"])
