@@ -35,7 +35,8 @@ TRIAL = "medtune.trial_id"
 ERROR = "medtune.error"
 MLFLOW_PARENT = "mlflow.parentRunId"  # nests the trial run under the parent in the UI
 CONFIG_FILE = "config.json"
-CONFUSION_KEY = "val/confusion_matrix"
+# Confusion matrices a trainable reports ({"classes", "matrix", "rows", "columns"}) -> their artifacts.
+CONFUSION_FILES = {"val/confusion_matrix": "confusion_matrix.json", "test/confusion_matrix": "test_confusion_matrix.json"}
 RETRY_S = 5.0  # while the server is unreachable, ask it again at most this often
 END_WAIT_S = 30.0  # how long the end of an experiment waits for the server to write the rest
 # What each queued operation is called in the summary of unwritten ones.
@@ -177,9 +178,8 @@ class TrialTracker(Callback):
         mlflow_server.selection.reached_budget, which the Optuna searcher follows too)."""
         result = _flat_result(trial.last_result)
         done = reached_budget(result, flatten_dict(trial.config, delimiter="/"), self.epochs_key)
-        ops = []
-        if isinstance(matrix := result.get(CONFUSION_KEY), list):
-            ops.append({"op": "text", "file": "confusion_matrix.json", "text": json.dumps(matrix)})
+        ops = [{"op": "text", "file": file, "text": json.dumps(matrix)} for key, file in CONFUSION_FILES.items()
+               if isinstance(matrix := (trial.last_result or {}).get(key), dict)]
         status = RunStatus.to_string(RunStatus.FINISHED if done else RunStatus.KILLED)
         self._submit(trial, *ops, {"op": "end", "status": status, "time": int(time.time() * 1000)})
 

@@ -74,8 +74,9 @@ def export_experiment(experiment: str, output: str) -> dict:
 
 def retrain(path: str, pareto: int | None = None, name: str | None = None, sets: list[str] = (),
             cpus: float | None = None, gpus: float | None = None) -> dict:
-    """Train the exported best (or I-th Pareto) config once under Ray Tune, tracked in MLflow."""
-    from search.overrides import check_value, parse_sets
+    """Train the exported best (or I-th Pareto) config once under Ray Tune, tracked in MLflow, and
+    evaluate it once on the held-out test split (eval/test): its test/* metrics beside the val/* ones."""
+    from search.overrides import TEST_KEY, check_value, parse_sets
     from trainables.registry import get_trainable
 
     if not os.path.isfile(path):
@@ -93,6 +94,7 @@ def retrain(path: str, pareto: int | None = None, name: str | None = None, sets:
         raise UsageError(str(exc)) from None
     config = {k: check_value(k, v, spec.defaults, path) for k, v in entry["config"].items()}
     config.update(parse_sets(list(sets), spec.defaults))
+    config[TEST_KEY] = True
     resources = doc.get("resources", {})
     name = name or f"{doc.get('experiment', 'export')}-retrain-{time.strftime('%Y%m%d-%H%M%S')}"
     return train_once(spec, config, name, doc.get("objectives", {}),

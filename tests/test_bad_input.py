@@ -95,6 +95,12 @@ CASES = {
     "--set unknown key": (lambda tmp: [CLASSIFICATION, "--set", "optim/lrr=1"], "Unknown config key 'optim/lrr'"),
     "--set wrong type": (lambda tmp: [CLASSIFICATION, "--set", "train/epochs=two"], "train/epochs takes an integer"),
     "--set unknown choice": (lambda tmp: [CLASSIFICATION, "--set", "data/layout=dicom"], "data/layout='dicom'"),
+    "--set eval/test=true": (lambda tmp: [CLASSIFICATION, "--set", "eval/test=true"], "eval/test=True in the command"),
+    "space sets eval/test": (
+        lambda tmp: [space_file(tmp, "TRAINABLE = 'classification'\nOBJECTIVES = {'val/accuracy': 'max'}\n"
+                                     "SMOKE = {'model/backbone': 'test_resnet'}\n"
+                                     "def space(trial):\n    trial.suggest_categorical('eval/test', [False, True])\n"),
+                     *SMOKE], "eval/test=True in"),
     "data path missing": (lambda tmp: [CLASSIFICATION, *SMOKE, "--data", str(tmp / "nowhere")], "does not exist"),
     "data path empty": (lambda tmp: [CLASSIFICATION, *SMOKE, "--data", str(tmp)], "is empty"),
     "class folder without images": (no_images, "Empty Class"),

@@ -110,22 +110,48 @@ def test_pareto_artifact_names_only_non_dominated_finished_trials(smoke):
     assert "4/4 trials" in out
 
 
-def test_exported_best_config_retrains_to_the_same_result(smoke):
+@pytest.fixture(scope="module")
+def retrain(smoke):
+    """tune-export of the smoke experiment, then tune-train of its best config (evaluated on test)."""
     work, env = smoke["work"], smoke["env"]
     run_cli("tune-export", "e2e", "-o", "best.yaml", env=env, cwd=str(work))
     with open(work / "best.yaml") as f:
         doc = yaml.safe_load(f)
+    proc = run_cli("tune-train", "best.yaml", "--name", "e2e-retrain", "--set", "eval/bootstrap=200",
+                   env=env, cwd=str(work))
+    client = smoke["client"]
+    runs = client.search_runs([client.get_experiment_by_name("e2e-retrain").experiment_id],
+                              "tags.`medtune.role` = 'trial'")
+    return {"doc": doc, "proc": proc, "runs": runs}
+
+
+def test_exported_best_config_retrains_to_the_same_result(smoke, retrain):
+    doc = retrain["doc"]
     assert doc["trainable"] == "multitask" and doc["objectives"] == OBJECTIVES
     best = doc["best"]
     finished = [r for r in smoke["trials"] if r.info.status == "FINISHED"]
     assert best["metrics"]["val/f1_macro"] == max(r.data.metrics["val/f1_macro"] for r in finished)
     assert {m["run_id"] for m in doc["pareto"]} >= {best["run_id"]}
-    proc = run_cli("tune-train", "best.yaml", "--name", "e2e-retrain", env=env, cwd=str(work))
-    assert "Final metrics" in proc.stdout
-    client = smoke["client"]
-    retrain = client.search_runs([client.get_experiment_by_name("e2e-retrain").experiment_id],
-                                 "tags.`medtune.role` = 'trial'")
-    assert len(retrain) == 1 and retrain[0].info.status == "FINISHED"
+    assert "Final metrics" in retrain["proc"].stdout
+    runs = retrain["runs"]
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     for metric in ("val/f1_macro", "val/accuracy", "val/dice", "val/loss"):
-        assert retrain[0].data.metrics[metric] == pytest.approx(best["metrics"][metric], abs=1e-6), metric
+        assert runs[0].data.metrics[metric] == pytest.approx(best["metrics"][metric], abs=1e-6), metric
 
+
+def test_retrain_reports_test_metrics_inside_their_intervals(smoke, retrain):
+    (run,), client = retrain["runs"], smoke["client"]
+    assert "  test: accuracy=" in retrain["proc"].stdout
+    metrics = run.data.metrics
+    assert metrics["test/images"] > 0 and "test/loss" in metrics
+    assert not any("confusion_matrix" in key for key in metrics)  # the matrices are artifacts, not metrics
+    for name in ("accuracy", "f1_macro", "auroc", "dice", "dice_lesion", "dice_pooled", "iou", "hd95",
+                 "sensitivity_at_spec90", "sensitivity_at_spec95", "ece", "dice_gated"):
+        low, value, high = (metrics[f"test/{name}{end}"] for end in ("_ci_low", "", "_ci_high"))
+        assert low <= value <= high, (name, low, value, high)
+    for file in ("confusion_matrix.json", "test_confusion_matrix.json"):
+        with open(client.download_artifacts(run.info.run_id, file)) as f:
+            matrix = json.load(f)
+        assert matrix["classes"] == ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
+        assert (matrix["rows"], matrix["columns"]) == ("true", "predicted") and len(matrix["matrix"]) == 4
+    assert sum(map(sum, matrix["matrix"])) == metrics["test/images"]

@@ -258,7 +258,8 @@ def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, 
         loss = math.nan if epoch == 2 else 1.0 / epoch
         report(tracker, done, epoch, **{"val/f1_macro": f1, "val/loss": loss, "flag/ok": True})
     tracker.on_trial_start(iteration=4, trials=[], trial=done)  # e.g. restarted by Ray
-    report(tracker, done, 3, **{"val/confusion_matrix": [[2, 0], [1, 3]]})
+    matrix = {"classes": ["Normal", "COVID"], "matrix": [[2, 0], [1, 3]], "rows": "true", "columns": "predicted"}
+    report(tracker, done, 3, **{"val/confusion_matrix": matrix, "val/accuracy": 0.8})
     tracker.on_trial_complete(iteration=5, trials=[], trial=done)
 
     tracker.on_trial_start(iteration=0, trials=[], trial=stopped)
@@ -284,8 +285,9 @@ def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, 
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.6), (3, 0.7)]
     assert math.isnan(client.get_metric_history(run.info.run_id, "val/loss")[1].value)
     assert "time_this_iter_s" not in run.data.metrics and "flag/ok" not in run.data.metrics
-    matrix = Path(client.download_artifacts(run.info.run_id, "confusion_matrix.json"))
-    assert json.loads(matrix.read_text()) == [[2, 0], [1, 3]]
+    path = Path(client.download_artifacts(run.info.run_id, "confusion_matrix.json"))
+    assert json.loads(path.read_text()) == matrix  # the class names travel with the counts
+    assert not any(key.startswith("val/confusion_matrix") for key in run.data.metrics)
 
     assert runs["t_00001"].info.status == "KILLED"
     failed = runs["t_00002"]

@@ -232,5 +232,8 @@ def fit(config: dict, task: Task) -> None:
             metrics = task.evaluate(model, val_loader, cfg, data, device)
         metrics.update({"epoch": epoch, "train/loss": train_loss, "data/skipped_images": len(data.ds.skipped),
                         **speed_metrics(seen, epoch_s, train_total_s, device)})
+        if epoch == cfg["train/epochs"] and cfg["eval/test"]:  # once, on the held-out test split
+            from trainables.evaluation import test_metrics
+            metrics.update(test_metrics(task, model, cfg, data, device))
         report(metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "schedule": schedule.state_dict(), "epoch": epoch, "train_total_s": train_total_s})

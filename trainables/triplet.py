@@ -24,10 +24,10 @@ from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
 from trainables.augment import ArrayDataset
-from trainables.classification import class_loss, probabilities
-from trainables.loop import (Data, device_for_trial, epoch_loader, flat_config, make_optimizer, make_schedule,
+from trainables.classification import class_loss, probabilities, score
+from trainables.loop import (Data, Task, device_for_trial, epoch_loader, flat_config, make_optimizer, make_schedule,
                              prepare_data, report, restore, seed_everything, speed_metrics, train_epoch, trial_cpus)
-from trainables.metrics import classification_metrics
+from trainables.metrics import Evaluation, Outputs, classification_metrics
 from trainables.mining import check_mining, mine, strong_augmentation, triplet_loss
 from trainables.models import create_classifier, freeze_classifier, layer_groups
 
@@ -177,8 +177,18 @@ def evaluate(model: EmbeddingNet, phase: int, train_loader, val_loader, cfg: dic
     if probs is None:
         probs = np.zeros((len(labels), len(data.classes)))
         probs[:, knn.classes_] = knn.predict_proba(vectors)
-    return {**classification_metrics(labels, probs), "val/loss": loss,
+    return {**classification_metrics(labels, probs, data.classes), "val/loss": loss,
             "val/knn_accuracy": float(accuracy_score(labels, knn.predict(vectors)))}
+
+
+def predict_final(model: EmbeddingNet, loader, cfg: dict, data: Data, device, distances: bool = False) -> Outputs:
+    """The final predictor's (phase 3, the classifier) outputs, for the test split."""
+    _, labels, probs, loss = encode(model, 3, loader, device, triplet=None)
+    return Outputs(loss=loss, y_true=labels, probs=probs)
+
+
+# The final model as a Task for trainables.evaluation.test_metrics (only masks and evaluate are used).
+FINAL = Task(build=build, loss=None, evaluate=Evaluation(predict_final, score), masks=False)
 
 
 def train(config: dict) -> None:
