@@ -26,6 +26,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.utils import flatten_dict
 
+from mlflow_server.selection import EPOCHS_KEY, last_epoch, reached_budget
 from mlflow_server.server import answers, results_dir
 
 ROLE = "medtune.role"
@@ -34,7 +35,8 @@ TRIAL = "medtune.trial_id"
 ERROR = "medtune.error"
 MLFLOW_PARENT = "mlflow.parentRunId"  # nests the trial run under the parent in the UI
 CONFIG_FILE = "config.json"
-CONFUSION_KEY = "val/confusion_matrix"
+# Confusion matrices a trainable reports ({"classes", "matrix", "rows", "columns"}) -> their artifacts.
+CONFUSION_FILES = {"val/confusion_matrix": "confusion_matrix.json", "test/confusion_matrix": "test_confusion_matrix.json"}
 RETRY_S = 5.0  # while the server is unreachable, ask it again at most this often
 END_WAIT_S = 30.0  # how long the end of an experiment waits for the server to write the rest
 # What each queued operation is called in the summary of unwritten ones.
@@ -107,7 +109,7 @@ class TrialTracker(Callback):
         experiment: str,
         parent_run_id: str,
         tags: dict[str, str],
-        epochs_key: str = "train/epochs",
+        epochs_key: str = EPOCHS_KEY,
         home: str | None = None,
         end_wait_s: float = END_WAIT_S,
     ):
@@ -162,7 +164,7 @@ class TrialTracker(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info
     ):
         timestamp = int(time.time() * 1000)
-        step = _step(result)
+        step = last_epoch(result)
         metrics = [
             [key, float(value), timestamp, step]
             for key, value in _flat_result(result).items()
@@ -172,17 +174,12 @@ class TrialTracker(Callback):
             self._submit(trial, {"op": "metrics", "metrics": metrics})
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info):
-        """FINISHED when the last result reached the configured epochs, else KILLED.
-
-        `epoch` counts completed epochs (1-based); a config without `epochs_key` counts
-        as FINISHED since there is no budget to compare with.
-        """
+        """FINISHED when the last result reached its budget, else KILLED (the rule of
+        mlflow_server.selection.reached_budget, which the Optuna searcher follows too)."""
         result = _flat_result(trial.last_result)
-        epochs = flatten_dict(trial.config, delimiter="/").get(self.epochs_key)
-        done = epochs is None or _step(result) >= epochs
-        ops = []
-        if isinstance(matrix := result.get(CONFUSION_KEY), list):
-            ops.append({"op": "text", "file": "confusion_matrix.json", "text": json.dumps(matrix)})
+        done = reached_budget(result, flatten_dict(trial.config, delimiter="/"), self.epochs_key)
+        ops = [{"op": "text", "file": file, "text": json.dumps(matrix)} for key, file in CONFUSION_FILES.items()
+               if isinstance(matrix := (trial.last_result or {}).get(key), dict)]
         status = RunStatus.to_string(RunStatus.FINISHED if done else RunStatus.KILLED)
         self._submit(trial, *ops, {"op": "end", "status": status, "time": int(time.time() * 1000)})
 
@@ -453,10 +450,6 @@ def _flat_result(result: dict) -> dict[str, Any]:
     return flatten_dict({k: v for k, v in result.items() if k != "config"}, delimiter="/")
 
 
-def _step(result: dict) -> int:
-    return int(result.get("epoch", result.get("training_iteration", 0)))
-
-
 @dataclass
 class TrialRecord:
     """One trial run as read back from MLflow."""
@@ -500,9 +493,3 @@ def _load_config(client: MlflowClient, run) -> dict[str, Any]:
         except (MlflowException, OSError):
             return dict(run.data.params)
         return json.loads(Path(path).read_text())
-
-
-def finished(records: list[TrialRecord]) -> list[TrialRecord]:
-    """The records eligible for best/Pareto selection: FINISHED runs only."""
-    return [record for record in records if record.status == "FINISHED"]
-

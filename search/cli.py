@@ -95,7 +95,8 @@ def export_main(argv: list[str] | None = None) -> int:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tune-train", description="Re-train one config from a tune-export YAML, tracked in MLflow.")
+    p = argparse.ArgumentParser(prog="tune-train", description="Re-train one config from a tune-export YAML, tracked "
+                                "in MLflow, and evaluate it once on the held-out test split.")
     p.add_argument("config", help="YAML written by tune-export")
     p.add_argument("--pareto", type=int, metavar="I", help="train the I-th Pareto trial instead of the best one")
     p.add_argument("--name", help="experiment name (default: <exported experiment>-retrain-<timestamp>)")
@@ -110,8 +111,19 @@ def train_main(argv: list[str] | None = None) -> int:
         metrics = retrain(args.config, pareto=args.pareto, name=args.name, sets=args.set, cpus=args.cpus, gpus=args.gpus)
     except (UsageError, RuntimeError) as exc:
         return _fail(exc)
-    print("Final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    print(final_metrics(metrics))
     return 0
+
+
+def final_metrics(metrics: dict[str, float]) -> str:
+    """'Final metrics:' then one line per group (val, test, perf, ...); a test metric with its 95% interval."""
+    lines, groups = ["Final metrics:"], {}
+    for key in sorted(k for k in metrics if not k.endswith(("_ci_low", "_ci_high"))):
+        low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+        ci = f" [{low:.4g}, {high:.4g}]" if low is not None and high is not None else ""
+        groups.setdefault(key.split("/")[0], []).append(f"{key.split('/', 1)[1]}={metrics[key]:.4g}{ci}")
+    lines += [f"  {group}: {', '.join(items)}" for group, items in groups.items()]
+    return "\n".join(lines)
 
 
 def ui_main(argv: list[str] | None = None) -> int:

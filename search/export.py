@@ -37,10 +37,14 @@ def _entry(record) -> dict:
 
 
 def export_experiment(experiment: str, output: str) -> dict:
-    """Write {experiment, space, trainable, objectives, resources, best, pareto} to output."""
+    """Write {experiment, space, trainable, objectives, resources, best, pareto} to output.
+
+    best and pareto follow mlflow_server.selection: FINISHED trials with finite objectives only,
+    the Pareto front ranked best first, best = its first member.
+    """
     from mlflow import MlflowClient
 
-    from mlflow_server.pareto import pareto_front
+    from mlflow_server.selection import pareto_front
     from mlflow_server.server import ensure_server
     from mlflow_server.tracking import collect_trials
 
@@ -49,13 +53,10 @@ def export_experiment(experiment: str, output: str) -> dict:
     with open(client.download_artifacts(parent.info.run_id, "experiment.json")) as f:
         info = json.load(f)
     objectives = json.loads(parent.data.params["objectives"])
-    finished = [r for r in collect_trials(client, parent.info.run_id) if r.status == "FINISHED"]
-    if not finished:
-        raise UsageError(f"Experiment {experiment!r} has no finished trial to export yet.")
-    primary, mode = next(iter(objectives.items()))
-    ranked = [r for r in finished if primary in r.metrics]
-    best = (max if mode == "max" else min)(ranked, key=lambda r: r.metrics[primary])
-    front = [finished[i] for i in pareto_front([r.metrics for r in finished], objectives)]
+    front = pareto_front(collect_trials(client, parent.info.run_id), objectives)
+    if not front:
+        raise UsageError(f"Experiment {experiment!r} has no finished trial with finite {', '.join(objectives)} "
+                         f"to export yet.")
     settings = info["settings"]
     doc = {
         "experiment": experiment,
@@ -63,7 +64,7 @@ def export_experiment(experiment: str, output: str) -> dict:
         "trainable": parent.data.tags.get("medtune.trainable"),
         "objectives": objectives,
         "resources": {"cpus": settings["cpus_per_trial"], "gpus": settings["gpus_per_trial"]},
-        "best": _entry(best),
+        "best": _entry(front[0]),
         "pareto": [_entry(r) for r in front],
     }
     with open(output, "w") as f:
@@ -73,8 +74,9 @@ def export_experiment(experiment: str, output: str) -> dict:
 
 def retrain(path: str, pareto: int | None = None, name: str | None = None, sets: list[str] = (),
             cpus: float | None = None, gpus: float | None = None) -> dict:
-    """Train the exported best (or I-th Pareto) config once under Ray Tune, tracked in MLflow."""
-    from search.overrides import check_value, parse_sets
+    """Train the exported best (or I-th Pareto) config once under Ray Tune, tracked in MLflow, and
+    evaluate it once on the held-out test split (eval/test): its test/* metrics beside the val/* ones."""
+    from search.overrides import TEST_KEY, check_value, parse_sets
     from trainables.registry import get_trainable
 
     if not os.path.isfile(path):
@@ -92,6 +94,7 @@ def retrain(path: str, pareto: int | None = None, name: str | None = None, sets:
         raise UsageError(str(exc)) from None
     config = {k: check_value(k, v, spec.defaults, path) for k, v in entry["config"].items()}
     config.update(parse_sets(list(sets), spec.defaults))
+    config[TEST_KEY] = True
     resources = doc.get("resources", {})
     name = name or f"{doc.get('experiment', 'export')}-retrain-{time.strftime('%Y%m%d-%H%M%S')}"
     return train_once(spec, config, name, doc.get("objectives", {}),

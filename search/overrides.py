@@ -7,6 +7,7 @@ from search.errors import UsageError
 from trainables.registry import value_problem
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+TEST_KEY = "eval/test"  # True in no config a search runs; tune-train sets it after these checks
 
 
 def _type_name(value: Any) -> str:
@@ -16,7 +17,8 @@ def _type_name(value: Any) -> str:
 def check_value(key: str, value: Any, known: dict[str, Any], where: str) -> Any:
     """Return value (ints widened to float where the default is a float) or raise UsageError.
 
-    Besides the type, keys with a fixed set of names or a numeric range are checked too.
+    Besides the type, keys with a fixed set of names or a numeric range are checked too, and
+    eval/test=True is refused: a search never opens the held-out test split.
     """
     if key not in known:
         raise UsageError(f"Unknown config key {key!r} in {where}; known keys are: {', '.join(sorted(known))}.")
@@ -30,6 +32,9 @@ def check_value(key: str, value: Any, known: dict[str, Any], where: str) -> Any:
         )
     if problem := value_problem(key, value):
         raise UsageError(f"{problem[:-1]} (in {where}).")
+    if key == TEST_KEY and value:
+        raise UsageError(f"{key}=True in {where} is not accepted: a search never evaluates on the held-out test "
+                         f"split; tune-train does, once, on the config it re-trains.")
     return value
 
 

@@ -2,7 +2,6 @@
 they name and the data they read. Each problem is a UsageError or DataError naming the value."""
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from search.errors import UsageError
@@ -11,7 +10,8 @@ from search.spacefile import Space
 
 MODEL_KEYS = ("model/backbone", "model/encoder", "model/arch", "model/pretrained", "gate/backbone", "clip/model")
 SIGNATURE_KEYS = MODEL_KEYS + ("model/frozen_layers", "data/channels", "data/image_size")
-DATA_KEYS = ("data/root", "data/layout", "data/split_files", "data/annotations", "data/on_bad_image", "data/channels")
+DATA_KEYS = ("data/root", "data/layout", "data/split_files", "data/annotations", "data/test_annotations",
+             "data/test_fraction", "data/on_bad_image", "data/channels")
 SAMPLES = 32  # random configs drawn to see what the space can produce
 
 
@@ -82,9 +82,8 @@ def check_models(space: Space, configs: list[dict], choices: dict[str, set]) -> 
 
 
 def check_trainable(space: Space, configs: list[dict]) -> None:
-    """The trainable's own `check(cfg)` (cheap, no training) on each config, when it has one."""
-    module = importlib.import_module(space.trainable.target.split(":")[0])
-    check = getattr(module, "check", None)
+    """The trainable's own rules (TrainableSpec.check; cheap, no training) on each config."""
+    check = space.trainable.load_check()
     if check is None:
         return
     for cfg in configs:
@@ -111,7 +110,8 @@ def check_data(space: Space, configs: list[dict], choices: dict[str, set]) -> li
         ds = open_dataset(cfg["data/root"] or None, min(c["data/image_size"] for c in group), cfg["data/channels"],
                           masks=space.trainable.needs_masks, layout=cfg["data/layout"],
                           split_files=cfg["data/split_files"], annotations=cfg["data/annotations"],
-                          on_bad_image=cfg["data/on_bad_image"])
+                          on_bad_image=cfg["data/on_bad_image"], test_annotations=cfg["data/test_annotations"],
+                          test_fraction=cfg["data/test_fraction"])  # part "search": sets test apart, undecoded
         if ds.skipped:
             notes.append(f"{len(ds.skipped)} unreadable image(s) in {ds.root} are skipped "
                          f"(data/on_bad_image=skip), e.g. {ds.skipped[0]}")
@@ -139,4 +139,4 @@ def fingerprint(cfg: dict) -> str:
     from trainables.data import data_fingerprint
 
     return data_fingerprint(cfg["data/root"] or None, cfg["data/layout"], cfg["data/split_files"],
-                            cfg["data/annotations"])
+                            cfg["data/annotations"], cfg["data/test_annotations"], cfg["data/test_fraction"])

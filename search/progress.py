@@ -1,37 +1,45 @@
 """A compact live view of an experiment: trial counts by state and the best result so far."""
 from __future__ import annotations
 
-import math
 import sys
 import time
 
 from ray.tune import Callback
+from ray.tune.utils import flatten_dict
+
+from mlflow_server.selection import best, last_epoch, reached_budget
+from mlflow_server.tracking import TrialRecord
+
+
+def finished(trial) -> bool:
+    """Whether a Ray trial that ended reached its budget (the tracker's FINISHED)."""
+    return reached_budget(trial.last_result, flatten_dict(trial.config, delimiter="/"))
 
 
 class LiveView(Callback):
     """Prints one status line whenever a trial starts, ends, fails, or (at most every
-    `interval` seconds) reports an epoch. The best result shown is that of a trial that
-    has not failed: a failed trial's epochs never count as best."""
+    `interval` seconds) reports an epoch.
 
-    def __init__(self, primary: str, mode: str, total: int, epochs: int, interval: float = 5.0, stream=None):
-        self.primary, self.mode, self.total, self.epochs = primary, mode, total, epochs
+    The best result shown follows the rule of the summary and tune-export
+    (mlflow_server.selection): only trials that ended having reached their budget
+    (reached_budget), with every objective of their last epoch finite, ranked by the primary
+    objective. A running, stopped or failed trial's epochs never count as best, so the line
+    says "no finished trial yet" until one finishes.
+    """
+
+    def __init__(self, objectives: dict[str, str], total: int, interval: float = 5.0, stream=None):
+        self.objectives, self.total = objectives, total
+        self.primary = next(iter(objectives))
         self.interval, self.stream = interval, stream
         self.start, self.last_print = time.monotonic(), 0.0
-        self.results: dict[str, float] = {}  # trial id -> its best primary value so far
+        self.finished: dict[str, TrialRecord] = {}  # trial id -> its last epoch's objectives, once it finished
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "stream": None}
 
-    def _better(self, value: float, than: float) -> bool:
-        return value > than if self.mode == "max" else value < than
-
-    @property
-    def best(self) -> tuple[float, str] | None:
-        """(value, trial id) of the best result of a trial that has not failed."""
-        if not self.results:
-            return None
-        trial_id = (max if self.mode == "max" else min)(self.results, key=self.results.get)
-        return self.results[trial_id], trial_id
+    def leader(self, trials) -> TrialRecord | None:
+        """The best finished trial, ties going to the earlier trial."""
+        return best([self.finished[t.trial_id] for t in trials if t.trial_id in self.finished], self.objectives)
 
     def _print(self, trials, event: str = "", ending=None, status: str = "TERMINATED") -> None:
         """ending: a trial whose end is being reported; Ray sets its status only afterwards."""
@@ -41,17 +49,16 @@ class LiveView(Callback):
             if t_status == "ERROR":
                 counts["failed"] += 1
             elif t_status == "TERMINATED":
-                done = t.last_result.get("epoch", 0) >= t.config.get("train", {}).get("epochs", self.epochs)
-                counts["done" if done else "stopped"] += 1
+                counts["done" if finished(t) else "stopped"] += 1
             elif t_status == "RUNNING":
                 counts["running"] += 1
             else:
                 counts["pending"] += 1
         elapsed = int(time.monotonic() - self.start)
-        best = self.best
-        best = f"best {self.primary} {best[0]:.4f} ({best[1]})" if best else "no result yet"
+        top = self.leader(trials)
+        top = f"best {self.primary} {top.metrics[self.primary]:.4f} ({top.trial_id})" if top else "no finished trial yet"
         line = (f"[{elapsed // 60:3d}:{elapsed % 60:02d}] {len(trials)}/{self.total} trials: "
-                + ", ".join(f"{n} {state}" for state, n in counts.items()) + f" | {best}")
+                + ", ".join(f"{n} {state}" for state, n in counts.items()) + f" | {top}")
         print(line + (f" | {event}" if event else ""), file=self.stream or sys.stdout, flush=True)
         self.last_print = time.monotonic()
 
@@ -62,21 +69,19 @@ class LiveView(Callback):
         self._print(trials, f"{trial.trial_id} started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        value = result.get(self.primary)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            previous = self.results.get(trial.trial_id)
-            if previous is None or self._better(value, previous):
-                self.results[trial.trial_id] = float(value)
         if time.monotonic() - self.last_print >= self.interval:
             self._print(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._print(trials, f"{trial.trial_id} ended at epoch {trial.last_result.get('epoch', 0)}", ending=trial)
+        result = trial.last_result
+        if finished(trial):
+            metrics = {key: result.get(key) for key in self.objectives}
+            self.finished[trial.trial_id] = TrialRecord("", trial.trial_id, "FINISHED", {}, metrics)
+        self._print(trials, f"{trial.trial_id} ended at epoch {last_epoch(result)}", ending=trial)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         where = f"its epoch-{trial.last_result.get('epoch', 0)} checkpoint" if trial.checkpoint else "the start"
         self._print(trials, f"{trial.trial_id} failed, retrying from {where}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.results.pop(trial.trial_id, None)
         self._print(trials, f"{trial.trial_id} FAILED", ending=trial, status="ERROR")

@@ -252,7 +252,7 @@ def build_tuner(settings, space: Space, constants, trainable, home, uri, parent,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[
                 TrialTracker(uri, settings.name, parent, tags, home=home),
-                LiveView(primary, mode, settings.num_samples, constants["train/epochs"]),
+                LiveView(space.objectives, settings.num_samples),
             ],
         ),
     )
@@ -284,8 +284,9 @@ def failure_reason(error: str | None) -> str:
 def summarize(client, uri: str, settings: Settings, space: Space, parent: str, home: str, tags: dict) -> int:
     """Print the trial counts and failures, log the Pareto front onto the parent run and print it.
 
-    Tracking writes a server outage left pending are written first (or reported). Only
-    FINISHED trials are eligible for the front (log_pareto): a failed or stopped trial never
+    Tracking writes a server outage left pending are written first (or reported). The front
+    and the best trial follow mlflow_server.selection, as tune-export and the live view do:
+    only FINISHED trials with finite objectives count, so a failed or stopped trial never
     counts as best, whatever it reported before it ended.
     """
     from mlflow_server.pareto import log_pareto, pareto_table
@@ -303,7 +304,10 @@ def summarize(client, uri: str, settings: Settings, space: Space, parent: str, h
     front = log_pareto(client, parent, records, space.objectives)
     title = "Pareto front" if len(space.objectives) > 1 else "Best trial"
     print(f"\n{title} ({', '.join(f'{m} {d}' for m, d in space.objectives.items())}):")
-    print(pareto_table(front, space.objectives, list(range(len(front)))) if front else "  no finished trial")
+    print(pareto_table(front, space.objectives) if front else
+          f"  no finished trial with finite {', '.join(space.objectives)}")
+    if front:
+        print(f"Best: {front[0].trial_id} (the first row; what tune-export writes as best)")
     experiment = client.get_experiment_by_name(settings.name)
     print(f"\nMLflow: {uri}/#/experiments/{experiment.experiment_id}/runs/{parent}"
           f"  (experiment {settings.name!r}; Pareto plot: artifact pareto.html of the parent run)")

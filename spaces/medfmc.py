@@ -1,7 +1,8 @@
 """Few-shot multi-label classification, MedFMC style: k shots per class x backbone, scored by mAP (study B).
 
     $ tune-run spaces/medfmc.py --smoke-test
-    $ tune-run spaces/medfmc.py --data /data/MedFMC/ChestDR --gpus-per-trial 0.5 --set data/annotations=trainval.txt
+    $ tune-run spaces/medfmc.py --data /data/MedFMC/ChestDR --gpus-per-trial 0.5 --set data/annotations=trainval.txt \
+          --set data/test_annotations=test.txt   # the official test list: held out, opened only by tune-train
 
 The data root holds images/ and annotation lists with one `<image> <label,label,...>` line per
 image (classes.txt names the findings); data/annotations names the labelled pool from which
@@ -24,7 +25,7 @@ DEFAULTS = {
     "optim/weight_decay": 0.05,
 }
 SMOKE = {"model/backbone": "test_resnet", "data/image_size": 64, "train/epochs": 2, "train/batch_size": 8,
-         "optim/lr": 1e-3}
+         "optim/lr": 1e-3, "data/test_annotations": "test.txt"}  # the generated set's official test list
 
 BACKBONES = ["densenet121", "efficientnet_b0", "vit_base_patch16_224", "swin_base_patch4_window7_224"]
 

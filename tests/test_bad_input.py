@@ -1,5 +1,6 @@
 """Every bad input the issue lists is one clear error (exit 2, no traceback) raised before any trial
 starts, naming the offending value. Runs `tune-run` / `tune-ui` in process (one torch import)."""
+import importlib
 import os
 import socket
 
@@ -9,12 +10,14 @@ import ray
 from PIL import Image
 
 from search.cli import run_main, ui_main
+from trainables.registry import TRAINABLES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSIFICATION = os.path.join(ROOT, "spaces", "classification.py")
 MULTITASK = os.path.join(ROOT, "spaces", "multitask.py")
 SEGMENTATION = os.path.join(ROOT, "spaces", "segmentation.py")
 MEDFMC = os.path.join(ROOT, "spaces", "medfmc.py")
+TRIPLET = os.path.join(ROOT, "spaces", "triplet.py")
 SMOKE = ["--smoke-test", "--num-samples", "1"]
 
 
@@ -92,6 +95,12 @@ CASES = {
     "--set unknown key": (lambda tmp: [CLASSIFICATION, "--set", "optim/lrr=1"], "Unknown config key 'optim/lrr'"),
     "--set wrong type": (lambda tmp: [CLASSIFICATION, "--set", "train/epochs=two"], "train/epochs takes an integer"),
     "--set unknown choice": (lambda tmp: [CLASSIFICATION, "--set", "data/layout=dicom"], "data/layout='dicom'"),
+    "--set eval/test=true": (lambda tmp: [CLASSIFICATION, "--set", "eval/test=true"], "eval/test=True in the command"),
+    "space sets eval/test": (
+        lambda tmp: [space_file(tmp, "TRAINABLE = 'classification'\nOBJECTIVES = {'val/accuracy': 'max'}\n"
+                                     "SMOKE = {'model/backbone': 'test_resnet'}\n"
+                                     "def space(trial):\n    trial.suggest_categorical('eval/test', [False, True])\n"),
+                     *SMOKE], "eval/test=True in"),
     "data path missing": (lambda tmp: [CLASSIFICATION, *SMOKE, "--data", str(tmp / "nowhere")], "does not exist"),
     "data path empty": (lambda tmp: [CLASSIFICATION, *SMOKE, "--data", str(tmp)], "is empty"),
     "class folder without images": (no_images, "Empty Class"),
@@ -101,6 +110,8 @@ CASES = {
     "data/fraction outside (0, 1]": (lambda tmp: [CLASSIFICATION, "--set", "data/fraction=1.5"], "data/fraction=1.5"),
     "more shots than a class has": (
         lambda tmp: [MEDFMC, *SMOKE, "--set", "data/shots_per_class=500"], "500"),
+    "triplet phases longer than the training": (
+        lambda tmp: [TRIPLET, *SMOKE, "--set", "triplet/embedding_epochs=300"], "triplet/embedding_epochs=300"),
     "resume of an unknown experiment": (lambda tmp: [CLASSIFICATION, "--name", "never-ran", "--resume"],
                                         "no experiment named 'never-ran'"),
     "unknown scheduler": (lambda tmp: [CLASSIFICATION, "--scheduler", "pbt2"], "Unknown scheduler 'pbt2'"),
@@ -122,9 +133,17 @@ def test_bad_input_is_one_clear_error_before_any_trial(case, home, tmp_path, cap
     work.mkdir()
     assert run_main(build(work)) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and needle in err and "Traceback" not in err, err
+    assert err.startswith("error: ") and err.count("error:") == 1 and needle in err and "Traceback" not in err, err
     assert not os.path.exists(home / "ray") and not ray.is_initialized()  # no trial was launched
     fault_log(fault=f"bad input: {case}", outcome=err.strip().splitlines()[0][:300], bad_inputs=1)
+
+
+@pytest.mark.parametrize("name", sorted(TRAINABLES))
+def test_every_trainable_check_is_registered_for_preflight(name):
+    """A trainable module's check(cfg) is the one its TrainableSpec names, which preflight runs."""
+    spec = TRAINABLES[name]
+    module = importlib.import_module(spec.target.split(":")[0])
+    assert (spec.check == f"{module.__name__}:check") == hasattr(module, "check"), spec
 
 
 def test_a_port_in_use_is_a_clear_error(home, monkeypatch, capsys, fault_log):

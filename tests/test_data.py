@@ -27,6 +27,7 @@ from trainables.data import (
 from trainables.data import images as image_files
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
+SEARCH = 20  # the `root` fixture's 24 images less the held-out test split, round(0.15 * 6) = 1 per class
 
 
 @pytest.fixture(autouse=True)
@@ -113,29 +114,29 @@ def test_generator_rejects_bad_parameters(tmp_path, kwargs):
 
 def test_open_dataset_shapes_labels_and_masks(root):
     ds = open_dataset(str(root), 24)
-    assert ds.images.shape == (24, 24, 24, 1) and ds.images.dtype == np.uint8
-    assert ds.masks.shape == (24, 24, 24) and ds.masks.dtype == np.uint8
+    assert ds.images.shape == (SEARCH, 24, 24, 1) and ds.images.dtype == np.uint8
+    assert ds.masks.shape == (SEARCH, 24, 24) and ds.masks.dtype == np.uint8
     assert set(np.unique(ds.masks)) == {0, 1}
-    assert ds.labels.dtype == np.int64 and list(ds.labels) == [c for c in range(4) for _ in range(6)]
+    assert ds.labels.dtype == np.int64 and list(ds.labels) == [c for c in range(4) for _ in range(5)]
     assert ds.classes == CLASSES
     assert ds.root == str(root) and ds.fingerprint == data_fingerprint(str(root))
     for f, label in zip(ds.files, ds.labels):
         assert f.startswith(os.path.join(CLASSES[label], "images", "")) and (root / f).is_file()
     # The 32 px mask was resized onto the 24 px grid, keeping the lung area.
-    i = ds.files.index(os.path.join("Normal", "images", "Normal-2.png"))
-    source = np.asarray(Image.open(root / "Normal" / "masks" / "Normal-2.png")) > 127
+    i = ds.files.index(os.path.join("Normal", "images", "Normal-1.png"))  # Normal-2 is held out as test
+    source = np.asarray(Image.open(root / "Normal" / "masks" / "Normal-1.png")) > 127
     assert abs(ds.masks[i].mean() - source.mean()) < 0.03
 
 
 def test_open_dataset_rgb_and_without_masks(root):
     ds = open_dataset(str(root), 16, channels=3, masks=False)
-    assert ds.images.shape == (24, 16, 16, 3) and ds.masks is None
+    assert ds.images.shape == (SEARCH, 16, 16, 3) and ds.masks is None
     assert np.array_equal(ds.images[..., 0], ds.images[..., 2])  # grayscale source
 
 
 def test_masks_false_needs_no_masks(root):
     shutil.rmtree(root / "COVID" / "masks")
-    assert len(open_dataset(str(root), 16, masks=False).files) == 24
+    assert len(open_dataset(str(root), 16, masks=False).files) == SEARCH
 
 
 def test_files_beside_class_folders_are_ignored(root):
@@ -144,7 +145,7 @@ def test_files_beside_class_folders_are_ignored(root):
     Image.new("L", (8, 8)).save(root / "notes" / "stray.png")
     Image.new("L", (8, 8)).save(root / "stray.png")
     ds = open_dataset(str(root), 16)
-    assert ds.classes == CLASSES and len(ds.files) == 24
+    assert ds.classes == CLASSES and len(ds.files) == SEARCH
     assert data_fingerprint(str(root)) == before
 
 
@@ -158,7 +159,7 @@ def test_fingerprint_tracks_files_not_image_size(root):
 
 def test_second_open_memory_maps_the_cache_without_decoding(root, cache, decodes):
     first = open_dataset(str(root), 24)
-    assert len(decodes) == 48  # 24 images + 24 masks
+    assert len(decodes) == 2 * SEARCH  # the search part's images and masks, never a test image
     folder = cache / "decoded" / f"{first.fingerprint}-s24-c1-m"
     assert sorted(os.listdir(folder)) == ["images.npy", "labels.npy", "masks.npy", "meta.json"]
     decodes.clear()
@@ -168,14 +169,14 @@ def test_second_open_memory_maps_the_cache_without_decoding(root, cache, decodes
     assert not second.images.flags.writeable
     assert np.array_equal(first.images, second.images) and second.files == first.files
     open_dataset(str(root), 24, masks=False)  # another key: decoded once more, images only
-    assert len(decodes) == 24
+    assert len(decodes) == SEARCH
 
 
 def test_open_none_means_the_embedded_synthetic_set(cache):
     assert cache_dir() == str(cache)
     ds = open_dataset(None, 32)
     assert ds.root == synthetic_root() == str(cache / "synthetic" / "covid_radiography-v2")
-    assert ds.classes == CLASSES and ds.images.shape == (4 * 96, 32, 32, 1)
+    assert ds.classes == CLASSES and ds.images.shape == (4 * (96 - 14), 32, 32, 1)  # 14 of 96 held out per class
     assert open_dataset("", 32).fingerprint == ds.fingerprint == data_fingerprint(None)
 
 
@@ -238,7 +239,7 @@ def test_corrupt_file_is_named_and_leaves_no_cache(root, cache, sub):
     assert str(path) in str(err.value)
     assert [d for d in os.listdir(cache / "decoded") if not d.endswith(".lock")] == []
     path.write_bytes(data)
-    assert open_dataset(str(root), 16).images.shape[0] == 24
+    assert open_dataset(str(root), 16).images.shape[0] == SEARCH
 
 
 @pytest.mark.parametrize(
@@ -335,9 +336,9 @@ def test_split_too_small_to_stratify(tmp_path):
 
 def test_split_of_a_real_opened_set(root):
     ds = open_dataset(str(root), 16)
-    train, val = train_val_split(ds, 0.5)
-    assert np.bincount(ds.labels[val]).tolist() == [3, 3, 3, 3] and len(train) == 12
-    assert (root / ".medtune" / "split-val0.5-seed0.json").is_file()
+    train, val = train_val_split(ds, 0.4)
+    assert np.bincount(ds.labels[val]).tolist() == [2, 2, 2, 2] and len(train) == 12
+    assert (root / ".medtune" / "split-test0.15-val0.4-seed0.json").is_file()
     assert data_fingerprint(str(root)) == ds.fingerprint  # the split file is not data
 
 

@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 
+import optuna
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from mlflow_server.pareto import pareto_front
+from mlflow_server.selection import pareto_front
+from mlflow_server.tracking import TrialRecord
+from search.runner import optuna_storage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -67,12 +70,33 @@ def test_every_trial_has_sampled_params_and_a_point_per_epoch(smoke):
         assert (epochs == 2) == (run.info.status == "FINISHED")
 
 
+def test_optuna_states_match_the_mlflow_statuses_with_every_epoch(smoke):
+    """Each trial ASHA stopped is PRUNED in the study (KILLED in MLflow), each finished one COMPLETE
+    with its last epoch's values, and the study holds every epoch of every trial (two objectives:
+    user attributes). tests/test_optuna_states.py makes ASHA stop a trial for sure."""
+    client = smoke["client"]
+    study = optuna.load_study(study_name="e2e", storage=optuna_storage(str(smoke["work"] / "runs")))
+    runs = {r.data.tags["medtune.trial_id"]: r for r in smoke["trials"]}
+    assert sorted(t.user_attrs["trial_id"] for t in study.trials) == sorted(runs)
+    assert study.metric_names == list(OBJECTIVES)
+    state = {"FINISHED": "COMPLETE", "KILLED": "PRUNED", "FAILED": "FAIL"}
+    for trial in study.trials:
+        run = runs[trial.user_attrs["trial_id"]]
+        assert trial.state.name == state[run.info.status], (trial.number, run.info.status)
+        for metric in OBJECTIVES:
+            history = client.get_metric_history(run.info.run_id, metric)
+            assert trial.user_attrs[f"intermediate/{metric}"] == {str(m.step): m.value for m in history}
+        if trial.state.name == "COMPLETE":
+            assert trial.values == [run.data.metrics[metric] for metric in OBJECTIVES]
+
+
 def test_pareto_artifact_names_only_non_dominated_finished_trials(smoke):
     client, parent = smoke["client"], smoke["parents"][0].info.run_id
     with open(client.download_artifacts(parent, "pareto.json")) as f:
         front = {m["run_id"] for m in json.load(f)["front"]}
     finished = [r for r in smoke["trials"] if r.info.status == "FINISHED"]
-    expected = {finished[i].info.run_id for i in pareto_front([r.data.metrics for r in finished], OBJECTIVES)}
+    records = [TrialRecord(r.info.run_id, "", r.info.status, {}, r.data.metrics) for r in finished]
+    expected = {r.run_id for r in pareto_front(records, OBJECTIVES)}
     assert front and front == expected
     for run in finished:  # independently: no finished trial beats a front member on both objectives
         for member in (r for r in finished if r.info.run_id in front):
@@ -86,22 +110,48 @@ def test_pareto_artifact_names_only_non_dominated_finished_trials(smoke):
     assert "4/4 trials" in out
 
 
-def test_exported_best_config_retrains_to_the_same_result(smoke):
+@pytest.fixture(scope="module")
+def retrain(smoke):
+    """tune-export of the smoke experiment, then tune-train of its best config (evaluated on test)."""
     work, env = smoke["work"], smoke["env"]
     run_cli("tune-export", "e2e", "-o", "best.yaml", env=env, cwd=str(work))
     with open(work / "best.yaml") as f:
         doc = yaml.safe_load(f)
+    proc = run_cli("tune-train", "best.yaml", "--name", "e2e-retrain", "--set", "eval/bootstrap=200",
+                   env=env, cwd=str(work))
+    client = smoke["client"]
+    runs = client.search_runs([client.get_experiment_by_name("e2e-retrain").experiment_id],
+                              "tags.`medtune.role` = 'trial'")
+    return {"doc": doc, "proc": proc, "runs": runs}
+
+
+def test_exported_best_config_retrains_to_the_same_result(smoke, retrain):
+    doc = retrain["doc"]
     assert doc["trainable"] == "multitask" and doc["objectives"] == OBJECTIVES
     best = doc["best"]
     finished = [r for r in smoke["trials"] if r.info.status == "FINISHED"]
     assert best["metrics"]["val/f1_macro"] == max(r.data.metrics["val/f1_macro"] for r in finished)
     assert {m["run_id"] for m in doc["pareto"]} >= {best["run_id"]}
-    proc = run_cli("tune-train", "best.yaml", "--name", "e2e-retrain", env=env, cwd=str(work))
-    assert "Final metrics" in proc.stdout
-    client = smoke["client"]
-    retrain = client.search_runs([client.get_experiment_by_name("e2e-retrain").experiment_id],
-                                 "tags.`medtune.role` = 'trial'")
-    assert len(retrain) == 1 and retrain[0].info.status == "FINISHED"
+    assert "Final metrics" in retrain["proc"].stdout
+    runs = retrain["runs"]
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     for metric in ("val/f1_macro", "val/accuracy", "val/dice", "val/loss"):
-        assert retrain[0].data.metrics[metric] == pytest.approx(best["metrics"][metric], abs=1e-6), metric
+        assert runs[0].data.metrics[metric] == pytest.approx(best["metrics"][metric], abs=1e-6), metric
 
+
+def test_retrain_reports_test_metrics_inside_their_intervals(smoke, retrain):
+    (run,), client = retrain["runs"], smoke["client"]
+    assert "  test: accuracy=" in retrain["proc"].stdout
+    metrics = run.data.metrics
+    assert metrics["test/images"] > 0 and "test/loss" in metrics
+    assert not any("confusion_matrix" in key for key in metrics)  # the matrices are artifacts, not metrics
+    for name in ("accuracy", "f1_macro", "auroc", "dice", "dice_lesion", "dice_pooled", "iou", "hd95",
+                 "sensitivity_at_spec90", "sensitivity_at_spec95", "ece", "dice_gated"):
+        low, value, high = (metrics[f"test/{name}{end}"] for end in ("_ci_low", "", "_ci_high"))
+        assert low <= value <= high, (name, low, value, high)
+    for file in ("confusion_matrix.json", "test_confusion_matrix.json"):
+        with open(client.download_artifacts(run.info.run_id, file)) as f:
+            matrix = json.load(f)
+        assert matrix["classes"] == ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
+        assert (matrix["rows"], matrix["columns"]) == ("true", "predicted") and len(matrix["matrix"]) == 4
+    assert sum(map(sum, matrix["matrix"])) == metrics["test/images"]

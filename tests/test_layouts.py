@@ -153,8 +153,9 @@ def test_official_split_lists_give_train_and_val_and_leave_test_out(covid_ct):
     absolute = open_dataset(root, 16, masks=False, layout="image_folder", split_files=str(covid_ct / "Data-split"))
     assert absolute.fingerprint == ds.fingerprint == data_fingerprint(root, "image_folder", "../Data-split")
     assert ds.fingerprint != data_fingerprint(root, "image_folder")
-    whole = open_dataset(root, 16, masks=False, layout="image_folder")
-    assert len(whole.files) == 12 and whole.split is None
+    whole = open_dataset(root, 16, masks=False, layout="image_folder")  # without the lists: one test image per class
+    held_out = open_dataset(root, 16, masks=False, layout="image_folder", part="test")
+    assert len(whole.files) == 10 and whole.split is None and len(held_out.files) == 2
 
 
 def test_editing_a_split_list_changes_the_fingerprint_and_the_split(covid_ct):
@@ -290,7 +291,7 @@ def test_annotation_list_multi_label(medfmc):
     assert ds.labels.dtype == np.uint8
     assert ds.labels.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0], [1, 1, 1], [0, 0, 1], [0, 0, 0]]
     assert np.allclose(ds.images.reshape(6, -1).mean(1), [20, 40, 180, 80, 100, 120], atol=1)
-    assert ds.variant == "trainval"
+    assert ds.variant == "trainval-test0.15"
 
 
 def test_annotation_list_reads_medfmc_multi_hot_vectors(medfmc):
@@ -410,9 +411,9 @@ def test_bad_image_fails_by_default_and_is_skipped_on_request(brain, cache):
     assert np.allclose(ds.images.reshape(4, -1).mean(1), [30, 60, 200, 220], atol=2)  # rows stay aligned
     again = open_dataset(str(brain), 16, masks=False, layout="image_folder", on_bad_image="skip")
     assert again.skipped == ds.skipped and again.images.shape == ds.images.shape  # read back from the cache
-    assert ds.variant == "skip2"
+    assert ds.variant == "test0.15-skip2"
     train, val = train_val_split(ds, 0.5)
-    assert (brain / ".medtune" / "split-skip2-val0.5-seed0.json").is_file() and len(train) + len(val) == 4
+    assert (brain / ".medtune" / "split-test0.15-skip2-val0.5-seed0.json").is_file() and len(train) + len(val) == 4
     assert sorted(d for d in os.listdir(cache / "decoded") if not d.endswith(".lock")) == [
         f"{ds.fingerprint}-s16-c1-skip"]  # the failed open left nothing behind
 
@@ -553,7 +554,7 @@ OPEN = {  # how each layout's generated set is opened
     "covid_radiography": {"masks": True},
     "image_folder": {"masks": False, "split_files": "../Data-split"},
     "busi": {"masks": True},
-    "annotation_list": {"masks": False},
+    "annotation_list": {"masks": False, "test_annotations": "test.txt"},
 }
 
 
@@ -567,7 +568,8 @@ def test_each_synthetic_set_is_generated_once_in_its_layout(shared_cache, monkey
     second = open_dataset("", 32, layout=layout, **OPEN[layout])
     assert len(calls) == (0 if existed else 1)
     assert first.root == second.root == synthetic_root(layout) == ensure_synthetic(layout)
-    assert first.fingerprint == data_fingerprint(None, layout, OPEN[layout].get("split_files", ""))
+    assert first.fingerprint == data_fingerprint(None, layout, OPEN[layout].get("split_files", ""),
+                                                 test_annotations=OPEN[layout].get("test_annotations", ""))
     assert 100 <= len(first.files) <= 400 and first.images.shape[1:] == (32, 32, 1)
     assert sorted(os.listdir(shared_cache / "synthetic")).count(folder) == 1
 
@@ -601,12 +603,12 @@ def test_synthetic_image_folder_mirrors_covid_ct(shared_cache):
 
 def test_synthetic_busi_has_second_masks_and_empty_normal_masks(shared_cache):
     ds = open_dataset(None, 32, layout="busi", **OPEN["busi"])
-    assert ds.classes == ["benign", "malignant", "normal"] and np.bincount(ds.labels).tolist() == [80, 80, 80]
+    assert ds.classes == ["benign", "malignant", "normal"] and np.bincount(ds.labels).tolist() == [68] * 3  # 12 of 80 held out
     names = [n for c in ds.classes for n in os.listdir(os.path.join(ds.root, c))]
     second = [n for n in names if n.endswith("_mask_1.png")]
     assert 10 <= len(second) <= 70 and not any(n.startswith("normal") for n in second)
     assert re.fullmatch(r"benign \(\d+\)\.png", os.path.basename(ds.files[0]))
-    assert ds.masks[ds.labels == 2].max() == 0 and ds.masks[ds.labels != 2].reshape(160, -1).max(1).min() == 1
+    assert ds.masks[ds.labels == 2].max() == 0 and ds.masks[ds.labels != 2].reshape(136, -1).max(1).min() == 1
     lesion = ds.masks[ds.labels != 2].mean()
     assert 0.02 < lesion < 0.25
 

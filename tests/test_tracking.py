@@ -23,13 +23,13 @@ from ray.train._internal import storage as ray_storage
 from ray.train._internal.storage import StorageContext
 from ray.tune.experiment import Trial
 
-from mlflow_server.pareto import log_pareto, pareto_figure, pareto_front, pareto_table
+from mlflow_server.pareto import log_pareto, pareto_figure, pareto_table
+from mlflow_server.selection import eligible, pareto_front
 from mlflow_server.server import ensure_server, results_dir, stop_server
 from mlflow_server.tracking import (
     TrialRecord,
     TrialTracker,
     collect_trials,
-    finished,
     get_or_create_parent_run,
 )
 
@@ -258,7 +258,8 @@ def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, 
         loss = math.nan if epoch == 2 else 1.0 / epoch
         report(tracker, done, epoch, **{"val/f1_macro": f1, "val/loss": loss, "flag/ok": True})
     tracker.on_trial_start(iteration=4, trials=[], trial=done)  # e.g. restarted by Ray
-    report(tracker, done, 3, **{"val/confusion_matrix": [[2, 0], [1, 3]]})
+    matrix = {"classes": ["Normal", "COVID"], "matrix": [[2, 0], [1, 3]], "rows": "true", "columns": "predicted"}
+    report(tracker, done, 3, **{"val/confusion_matrix": matrix, "val/accuracy": 0.8})
     tracker.on_trial_complete(iteration=5, trials=[], trial=done)
 
     tracker.on_trial_start(iteration=0, trials=[], trial=stopped)
@@ -284,8 +285,9 @@ def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, 
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.6), (3, 0.7)]
     assert math.isnan(client.get_metric_history(run.info.run_id, "val/loss")[1].value)
     assert "time_this_iter_s" not in run.data.metrics and "flag/ok" not in run.data.metrics
-    matrix = Path(client.download_artifacts(run.info.run_id, "confusion_matrix.json"))
-    assert json.loads(matrix.read_text()) == [[2, 0], [1, 3]]
+    path = Path(client.download_artifacts(run.info.run_id, "confusion_matrix.json"))
+    assert json.loads(path.read_text()) == matrix  # the class names travel with the counts
+    assert not any(key.startswith("val/confusion_matrix") for key in run.data.metrics)
 
     assert runs["t_00001"].info.status == "KILLED"
     failed = runs["t_00002"]
@@ -368,37 +370,12 @@ def test_collect_trials_reads_typed_configs(client, experiment, make_trial, mlfl
         "train/epochs": 3, "optim/name": "adam", "optim/lr": 0.001, "model/arch": "unet"
     }  # fmt: skip
     assert records[0].metrics == {"val/f1_macro": 0.3}
-    assert [r.trial_id for r in finished(records)] == ["t_00000"]
+    assert [r.trial_id for r in eligible(records, {"val/f1_macro": "max"})] == ["t_00000"]
 
 
 # --- Pareto ------------------------------------------------------------------------------
 
 MAX2 = {"f1": "max", "speed": "max"}
-
-
-def test_pareto_front_known_answer_with_ties_and_missing_values():
-    rows = [
-        {"f1": 0.9, "speed": 10},
-        {"f1": 0.8, "speed": 20},
-        {"f1": 0.7, "speed": 15},  # dominated by 1
-        {"f1": 0.9, "speed": 10},  # duplicate of 0: kept with it
-        {"f1": math.nan, "speed": 100},  # not comparable
-        {"f1": 0.99},  # lacks an objective
-        {"f1": 0.5, "speed": math.inf},  # not comparable
-        {"f1": 0.5, "speed": 30},
-        {"f1": 0.9, "speed": 5},  # dominated by 0 (equal f1, slower)
-    ]
-    assert pareto_front(rows, MAX2) == [0, 1, 3, 7]
-    assert pareto_front([], MAX2) == []
-
-
-def test_pareto_front_respects_min_and_max():
-    rows = [{"f1": 0.9, "loss": 0.5}, {"f1": 0.8, "loss": 0.2}, {"f1": 0.85, "loss": 0.6}]
-    assert pareto_front(rows, {"f1": "max", "loss": "min"}) == [0, 1]
-    assert pareto_front(rows, {"f1": "min", "loss": "min"}) == [1]
-    assert pareto_front(rows, {"loss": "max"}) == [2]
-    with pytest.raises(ValueError, match="'up'"):
-        pareto_front(rows, {"f1": "up"})
 
 
 def record(trial_id: str, status: str = "FINISHED", **metrics) -> TrialRecord:
@@ -409,19 +386,19 @@ def record(trial_id: str, status: str = "FINISHED", **metrics) -> TrialRecord:
 def test_pareto_figure_highlights_the_front_along_x():
     records = [record("a", f1=0.9, speed=10, mem=1.0), record("b", f1=0.8, speed=20, mem=2.0)]
     records.append(record("c", f1=0.7, speed=15, mem=3.0))
-    dominated, front = pareto_figure(records, {**MAX2, "mem": "min"}, [1, 0]).data
+    dominated, front = pareto_figure(records, {**MAX2, "mem": "min"}, [records[1], records[0]]).data
     assert list(front.x) == [10, 20] and list(front.y) == [0.9, 0.8]
     assert list(dominated.x) == [15]
     assert dominated.hovertext[0].split("<br>") == [
         "<b>c</b>", "f1 = 0.7", "speed = 15", "mem = 3", "model/arch = c", "train/epochs = 3"
     ]  # fmt: skip
-    _, single = pareto_figure(records, {"f1": "max"}, [0]).data
+    _, single = pareto_figure(records, {"f1": "max"}, records[:1]).data
     assert list(single.x) == ["a"]
 
 
 def test_pareto_table_shows_only_varying_config_keys():
     records = [record("a", f1=0.8, speed=20), record("b", f1=0.9, speed=10)]
-    lines = pareto_table(records, MAX2, [0, 1]).splitlines()
+    lines = pareto_table(pareto_front(records, MAX2), MAX2).splitlines()
     assert lines[0].split() == ["trial_id", "f1", "speed", "model/arch"]
     assert [line.split()[0] for line in lines[2:]] == ["b", "a"]  # best f1 first
     assert len({len(line) for line in lines[:2]}) == 1  # fixed width

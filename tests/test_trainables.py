@@ -12,7 +12,7 @@ from trainables.registry import TRAINABLES, nested_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = {
-    "classification": {"model/backbone": "test_resnet"},
+    "classification": {"model/backbone": "test_resnet", "data/workers": 2},  # loader workers in a Ray worker
     "segmentation": {"model/arch": "fpn", "model/encoder": "tu-test_resnet", "loss/seg": "dice_bce",
                      "gate/class": "Normal", "gate/backbone": "test_resnet"},
     "multitask": {"model/encoder": "tu-test_resnet", "loss/cls_weight": 0.3, "gate/class": "Normal"},

@@ -196,4 +196,4 @@ def test_zero_shot_and_linear_probe_report_every_metric_through_ray_tune(cfg, ra
     # the probe encodes training + validation images, zero-shot the validation images only
     assert lp["perf/train_images_per_s"] * lp["perf/epoch_s"] > 3 * val
     assert zs["perf/train_images_per_s"] * zs["perf/epoch_s"] == pytest.approx(val)
-    assert np.isclose(sum(map(sum, zs["val/confusion_matrix"])), val)
+    assert np.isclose(sum(map(sum, zs["val/confusion_matrix"]["matrix"])), val)

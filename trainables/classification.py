@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from trainables.loop import Data, Task, fit
-from trainables.metrics import classification_metrics
+from trainables.metrics import Evaluation, Outputs, classification_metrics
 from trainables.models import create_classifier, freeze_classifier
 
 
@@ -36,7 +36,8 @@ def loss(model: nn.Module, batch: tuple, cfg: dict) -> torch.Tensor:
     return class_loss(model(images), labels)
 
 
-def evaluate(model: nn.Module, loader, cfg: dict, data: Data, device) -> dict:
+def predict(model: nn.Module, loader, cfg: dict, data: Data, device, distances: bool = False) -> Outputs:
+    """True labels and class probabilities of every image, and the mean loss (per class for multi-label)."""
     y_true, probs, loss_sum = [], [], 0.0
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
@@ -45,11 +46,14 @@ def evaluate(model: nn.Module, loader, cfg: dict, data: Data, device) -> dict:
         y_true.append(labels.cpu().numpy())
         probs.append(probabilities(logits, data.multilabel))
     y_true = np.concatenate(y_true)
-    metrics = classification_metrics(y_true, np.concatenate(probs), data.multilabel)
-    return {**metrics, "val/loss": loss_sum / len(y_true)}
+    return Outputs(loss=loss_sum / len(y_true), y_true=y_true, probs=np.concatenate(probs))
 
 
-TASK = Task(build=build, loss=loss, evaluate=evaluate, masks=False)
+def score(out: Outputs, data: Data, prefix: str, extended: bool = False) -> dict:
+    return {**classification_metrics(out.y_true, out.probs, data.classes, prefix, extended), f"{prefix}/loss": out.loss}
+
+
+TASK = Task(build=build, loss=loss, evaluate=Evaluation(predict, score), masks=False)
 
 
 def train(config: dict) -> None:

@@ -142,11 +142,13 @@ def peak_memory_mb(device: torch.device) -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def open_data(cfg: dict, masks: bool) -> ImageSet:
-    """The decoded data set a config names (data/root in data/layout; empty: generated data)."""
+def open_data(cfg: dict, masks: bool, part: str = "search") -> ImageSet:
+    """The decoded data set a config names (data/root in data/layout; empty: generated data): its train+val
+    images (part "search"), or only its held-out test images (part "test", for the final evaluation)."""
     return open_dataset(cfg["data/root"] or None, cfg["data/image_size"], cfg["data/channels"], masks=masks,
                         layout=cfg["data/layout"], split_files=cfg["data/split_files"],
-                        annotations=cfg["data/annotations"], on_bad_image=cfg["data/on_bad_image"])
+                        annotations=cfg["data/annotations"], on_bad_image=cfg["data/on_bad_image"], part=part,
+                        test_annotations=cfg["data/test_annotations"], test_fraction=cfg["data/test_fraction"])
 
 
 def prepare_data(cfg: dict, masks: bool) -> Data:
@@ -326,5 +328,8 @@ def fit(config: dict, task: Task) -> None:
         with torch.no_grad():
             metrics = task.evaluate(model, loader.ordered("val"), cfg, data, device)
         metrics.update(epoch_metrics(epoch, train_loss, epoch_s, speed, data, cfg, device))
+        if epoch == cfg["train/epochs"] and cfg["eval/test"]:  # once, on the held-out test split
+            from trainables.evaluation import test_metrics
+            metrics.update(test_metrics(task, model, cfg, data, device))
         report(metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "schedule": schedule.state_dict(), "epoch": epoch, "speed": speed.state()})

@@ -14,7 +14,7 @@ from torch import nn
 from trainables.classification import probabilities
 from trainables.losses import segmentation_loss
 from trainables.loop import Data, Task, fit
-from trainables.metrics import MaskStats, classification_metrics
+from trainables.metrics import Evaluation, MaskStats, Outputs, classification_metrics, mask_metrics
 from trainables.models import create_segmenter, freeze_encoder
 
 
@@ -44,10 +44,10 @@ def loss(model: nn.Module, batch: tuple, cfg: dict) -> torch.Tensor:
     return joint_loss(cfg, mask_logits, masks, class_logits, labels)
 
 
-def evaluate_gated(model: nn.Module, loader, cfg: dict, data: Data, device, loss_fn) -> dict:
-    """Class and mask metrics of a model returning (mask logits, class logits), gated by gate/class."""
+def predict_gated(model: nn.Module, loader, cfg: dict, data: Data, device, loss_fn, distances: bool = False) -> Outputs:
+    """Outputs of a model returning (mask logits, class logits), its masks gated by gate/class."""
     gate = data.class_index(cfg["gate/class"], "gate/class") if cfg["gate/class"] else None
-    stats, y_true, probs, loss_sum, n = MaskStats(), [], [], 0.0, 0
+    stats, y_true, probs, loss_sum, n = MaskStats(distances), [], [], 0.0, 0
     for images, masks, labels in loader:
         images, masks, labels = images.to(device), masks.to(device), labels.to(device)
         mask_logits, class_logits = model(images)
@@ -56,18 +56,19 @@ def evaluate_gated(model: nn.Module, loader, cfg: dict, data: Data, device, loss
         stats.update(mask_logits, masks, None if gate is None else class_logits.argmax(1) == gate)
         y_true.append(labels.cpu().numpy())
         probs.append(probabilities(class_logits, multilabel=False))
-    return {
-        **classification_metrics(np.concatenate(y_true), np.concatenate(probs)),
-        **stats.compute(),
-        "val/loss": loss_sum / n,
-    }
+    return Outputs(loss=loss_sum / n, y_true=np.concatenate(y_true), probs=np.concatenate(probs), **stats.outputs())
 
 
-def evaluate(model: nn.Module, loader, cfg: dict, data: Data, device) -> dict:
-    return evaluate_gated(model, loader, cfg, data, device, loss)
+def predict(model: nn.Module, loader, cfg: dict, data: Data, device, distances: bool = False) -> Outputs:
+    return predict_gated(model, loader, cfg, data, device, loss, distances)
 
 
-TASK = Task(build=build, loss=loss, evaluate=evaluate, masks=True)
+def score(out: Outputs, data: Data, prefix: str, extended: bool = False) -> dict:
+    return {**classification_metrics(out.y_true, out.probs, data.classes, prefix, extended),
+            **mask_metrics(out, prefix, extended), f"{prefix}/loss": out.loss}
+
+
+TASK = Task(build=build, loss=loss, evaluate=Evaluation(predict, score), masks=True)
 
 
 def train(config: dict) -> None:

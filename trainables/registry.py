@@ -144,10 +144,19 @@ class TrainableSpec:
     metrics: tuple[str, ...]
     needs_masks: bool
     doc: str = field(default="")
+    check: str = ""  # "module:function" raising ValueError on a config the trainable refuses (preflight
+                     # runs it on sampled configs before any trial); "" = no rules beyond CHOICES/RANGES
 
     def load(self) -> Callable[[dict], None]:
-        module, func = self.target.split(":")
-        return getattr(importlib.import_module(module), func)
+        return _import(self.target)
+
+    def load_check(self) -> Callable[[dict], Any] | None:
+        return _import(self.check) if self.check else None
+
+
+def _import(target: str) -> Callable:
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
 
 
 TRAINABLES: dict[str, TrainableSpec] = {
@@ -188,6 +197,7 @@ TRAINABLES: dict[str, TrainableSpec] = {
         TrainableSpec(
             name="zeroshot",
             target="trainables.zeroshot:train",
+            check="trainables.zeroshot:check",
             defaults={
                 **COMMON_DEFAULTS,
                 "data/channels": 3,
@@ -206,6 +216,7 @@ TRAINABLES: dict[str, TrainableSpec] = {
         TrainableSpec(
             name="triplet",
             target="trainables.triplet:train",
+            check="trainables.triplet:check",
             defaults={
                 **COMMON_DEFAULTS,
                 **CLASSIFIER_DEFAULTS,

@@ -12,9 +12,9 @@ from torch import nn
 from trainables.classification import class_loss
 from trainables.losses import segmentation_loss
 from trainables.loop import Data, Task, fit
-from trainables.metrics import MaskStats
+from trainables.metrics import Evaluation, MaskStats, Outputs, class_scores, mask_metrics
 from trainables.models import create_classifier, create_segmenter, freeze_encoder
-from trainables.multitask import evaluate_gated
+from trainables.multitask import predict_gated
 
 
 class GatedSegmenter(nn.Module):
@@ -47,22 +47,30 @@ def loss(model: nn.Module, batch: tuple, cfg: dict) -> torch.Tensor:
     return segmentation_loss(cfg["loss/seg"])(model(images), masks)
 
 
-def evaluate(model: nn.Module, loader, cfg: dict, data: Data, device) -> dict:
+def predict(model: nn.Module, loader, cfg: dict, data: Data, device, distances: bool = False) -> Outputs:
+    """Per-image mask counts (and the gate classifier's probabilities with gate/class) and the mean loss."""
     if isinstance(model, GatedSegmenter):
-        metrics = evaluate_gated(model, loader, cfg, data, device, loss)
-        masks = {k: v for k, v in metrics.items() if k.startswith(("val/dice", "val/iou", "val/miou", "val/loss"))}
-        return {**masks, "val/gate_accuracy": metrics["val/accuracy"], "val/gate_f1_macro": metrics["val/f1_macro"]}
-    criterion, stats, loss_sum, n = segmentation_loss(cfg["loss/seg"]), MaskStats(), 0.0, 0
+        return predict_gated(model, loader, cfg, data, device, loss, distances)
+    criterion, stats, loss_sum, n = segmentation_loss(cfg["loss/seg"]), MaskStats(distances), 0.0, 0
     for images, masks, _ in loader:
         images, masks = images.to(device), masks.to(device)
         logits = model(images)
         loss_sum += criterion(logits, masks).item() * len(images)
         n += len(images)
         stats.update(logits, masks)
-    return {**stats.compute(), "val/loss": loss_sum / n}
+    return Outputs(loss=loss_sum / n, **stats.outputs())
 
 
-TASK = Task(build=build, loss=loss, evaluate=evaluate, masks=True)
+def score(out: Outputs, data: Data, prefix: str, extended: bool = False) -> dict:
+    """Mask metrics and the loss; with a gate classifier also its accuracy and macro F1 as gate_*."""
+    metrics = {**mask_metrics(out, prefix, extended), f"{prefix}/loss": out.loss}
+    if out.y_true is not None:
+        gate = class_scores(out.y_true, out.probs)
+        metrics.update({f"{prefix}/gate_accuracy": gate["accuracy"], f"{prefix}/gate_f1_macro": gate["f1_macro"]})
+    return metrics
+
+
+TASK = Task(build=build, loss=loss, evaluate=Evaluation(predict, score), masks=True)
 
 
 def train(config: dict) -> None:

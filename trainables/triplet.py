@@ -23,10 +23,10 @@ from sklearn.metrics import accuracy_score
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
-from trainables.classification import class_loss, probabilities
-from trainables.loop import (Data, Speed, epoch_metrics, flat_config, make_optimizer, make_schedule,
+from trainables.classification import class_loss, probabilities, score
+from trainables.loop import (Data, Speed, Task, epoch_metrics, flat_config, make_optimizer, make_schedule,
                              prepare_validation, report, restore, seed_everything, start_trial, train_epoch)
-from trainables.metrics import classification_metrics
+from trainables.metrics import Evaluation, Outputs, classification_metrics
 from trainables.mining import check_mining, mine, strong_augmentation, triplet_loss
 from trainables.models import create_classifier, freeze_classifier, layer_groups
 
@@ -47,7 +47,9 @@ def phase_of(epoch: int, epochs: tuple[int, int, int]) -> int:
     return 1 if epoch <= epochs[0] else 2 if epoch <= epochs[0] + epochs[1] else 3
 
 
-def check_config(cfg: dict) -> tuple[int, int, int]:
+def check(cfg: dict) -> tuple[int, int, int]:
+    """Mining strategy, k-NN k, embedding size and the phase split (the driver's preflight calls this
+    too): ValueError naming the value; returns the phase epochs."""
     check_mining(cfg["triplet/mining"])
     for key in ("triplet/knn_k", "triplet/embedding_dim"):
         if cfg[key] < 1:
@@ -165,14 +167,24 @@ def evaluate(model: EmbeddingNet, phase: int, train_batches, val_batches, cfg: d
     if probs is None:
         probs = np.zeros((len(labels), len(data.classes)))
         probs[:, knn.classes_] = knn.predict_proba(vectors)
-    return {**classification_metrics(labels, probs), "val/loss": loss,
+    return {**classification_metrics(labels, probs, data.classes), "val/loss": loss,
             "val/knn_accuracy": float(accuracy_score(labels, knn.predict(vectors)))}
+
+
+def predict_final(model: EmbeddingNet, loader, cfg: dict, data: Data, device, distances: bool = False) -> Outputs:
+    """The final predictor's (phase 3, the classifier) outputs, for the test split."""
+    _, labels, probs, loss = encode(model, 3, loader, device, triplet=None)
+    return Outputs(loss=loss, y_true=labels, probs=probs)
+
+
+# The final model as a Task for trainables.evaluation.test_metrics (only masks and evaluate are used).
+FINAL = Task(build=build, loss=None, evaluate=Evaluation(predict_final, score), masks=False)
 
 
 def train(config: dict) -> None:
     """Run the three phases, reporting metrics and a checkpoint to Ray Tune every epoch."""
     cfg = flat_config(config)
-    epochs = check_config(cfg)
+    epochs = check(cfg)
     device, data, loader = start_trial(cfg, masks=False)
     augment = strong_augmentation(cfg["data/image_size"], data.mean, data.std)
     triplet = triplet_loss(cfg["triplet/margin"])

@@ -86,7 +86,7 @@ def zero_shot_logits(clip: Clip, features: torch.Tensor, classifier: torch.Tenso
     return logits + clip.model.logit_bias if clip.model.logit_bias is not None else logits
 
 
-def scores(y_true: np.ndarray, probs: np.ndarray, multilabel: bool) -> dict:
+def scores(y_true: np.ndarray, probs: np.ndarray, multilabel: bool, classes: list[str]) -> dict:
     """The classification metrics plus val/loss: the mean cross-entropy of the probabilities
     (binary per class for multi-label data)."""
     p, y = torch.as_tensor(probs, dtype=torch.float64), torch.as_tensor(y_true)
@@ -94,7 +94,7 @@ def scores(y_true: np.ndarray, probs: np.ndarray, multilabel: bool) -> dict:
         loss = torch.nn.functional.binary_cross_entropy(p, y.double())
     else:
         loss = torch.nn.functional.nll_loss(p.clamp_min(1e-12).log(), y.long())
-    return {**classification_metrics(y_true, probs, multilabel), "val/loss": loss.item()}
+    return {**classification_metrics(y_true, probs, classes), "val/loss": loss.item()}
 
 
 def fit_probe(train_x: np.ndarray, train_y: np.ndarray, c: float, multilabel: bool, num_classes: int):
@@ -126,7 +126,7 @@ def zero_shot(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: to
     features, y_true, encode_s = image_features(clip, loader.ordered("val"), device)
     t0 = time.perf_counter()
     probs = zero_shot_logits(clip, features, classifier).softmax(1).cpu().numpy()
-    return scores(y_true, probs, False), len(y_true), text_s + encode_s + time.perf_counter() - t0
+    return scores(y_true, probs, False, data.classes), len(y_true), text_s + encode_s + time.perf_counter() - t0
 
 
 def linear_probe(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: torch.device) -> tuple[dict, int, float]:
@@ -136,7 +136,8 @@ def linear_probe(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device:
     t0 = time.perf_counter()
     predict = fit_probe(train_x.cpu().numpy(), train_y, cfg["clip/probe_c"], data.multilabel, len(data.classes))
     probs = predict(val_x.cpu().numpy())
-    return scores(y_true, probs, data.multilabel), len(train_y) + len(y_true), train_s + val_s + time.perf_counter() - t0
+    return (scores(y_true, probs, data.multilabel, data.classes), len(train_y) + len(y_true),
+            train_s + val_s + time.perf_counter() - t0)
 
 
 def evaluate(cfg: dict, device: torch.device) -> dict:

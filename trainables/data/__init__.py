@@ -1,13 +1,17 @@
 """Data sets for the trainables: layout loaders, generated sets, splits, subsets and the node cache.
 
-    open_dataset(root, image_size, channels, masks, layout, split_files, annotations, on_bad_image) -> ImageSet
+    open_dataset(root, image_size, channels, masks, layout, split_files, annotations, on_bad_image,
+                 part="search" | "test", test_annotations, test_fraction) -> ImageSet
     train_val_split(ds, val_fraction, seed); fraction_subset(...); shots_subset(...)
+
+A search opens part="search" (train + val only); the held-out test images are opened only
+with part="test", for the final evaluation.
 
 Imports only numpy, Pillow, scikit-learn and filelock (never torch).
 """
 
 from .cache import DataError, ImageSet, cache_dir
-from .dataset import ON_BAD_IMAGE, data_fingerprint, open_dataset
+from .dataset import ON_BAD_IMAGE, PARTS, data_fingerprint, open_dataset
 from .layouts import LAYOUTS
 from .split import fraction_subset, shots_subset, train_val_split
 from .synthetic import (
@@ -24,6 +28,7 @@ __all__ = [
     "ImageSet",
     "LAYOUTS",
     "ON_BAD_IMAGE",
+    "PARTS",
     "cache_dir",
     "data_fingerprint",
     "ensure_synthetic",

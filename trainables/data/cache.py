@@ -44,7 +44,8 @@ class ImageSet:
     root: str  # absolute data root
     split: dict[str, np.ndarray] | None = None  # official "train"/"val" indices (test images are not in the set)
     skipped: list[str] = field(default_factory=list)  # "<file>: <reason>" of images left out (on_bad_image="skip")
-    variant: str = ""  # what besides root picked these images (annotation lists, skips); saved splits are per variant
+    variant: str = ""  # what besides root picked these images (lists, test split, skips); saved splits are per variant
+    part: str = "search"  # "search": train+val images only; "test": the held-out test images only
 
     @property
     def multilabel(self) -> bool:
@@ -140,7 +141,7 @@ def write_image_set(
         json.dump(meta, f)
 
 
-def read_image_set(path: str, root: str, fingerprint: str, selection: list[str]) -> ImageSet:
+def read_image_set(path: str, root: str, fingerprint: str, selection: list[str], part: str = "search") -> ImageSet:
     """Memory-map a set written by `write_image_set`; `selection` names what picked its images from root."""
     with open(os.path.join(path, "meta.json")) as f:
         meta = json.load(f)
@@ -157,4 +158,5 @@ def read_image_set(path: str, root: str, fingerprint: str, selection: list[str])
         split={k: np.asarray(v, dtype=np.int64) for k, v in split.items()} if split else None,
         skipped=meta.get("skipped", []),
         variant="-".join(selection + ([f"skip{len(meta['skipped'])}"] if meta.get("skipped") else [])),
+        part=part,
     )

@@ -1,4 +1,5 @@
-"""Opening a data set in any public layout: scan it, fingerprint it, decode it once per node, memory-map it."""
+"""Opening a data set in any public layout: scan it, set the held-out test split apart, fingerprint the part
+opened, decode it once per node, memory-map it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from .cache import BadImageError, DataError, ImageSet, build_once, cache_dir, read_image_set, write_image_set
 from .images import decode
 from .layouts import LAYOUTS, MODULES, Listing, check_layout, scan
+from .split import hold_out_test
 from .synthetic import ensure_synthetic
 
 ON_BAD_IMAGE = ("fail", "skip")
+PARTS = ("search", "test")
 log = logging.getLogger(__name__)
 
 
@@ -25,13 +28,22 @@ def open_dataset(
     split_files: str = "",
     annotations: str = "trainval.txt",
     on_bad_image: str = "fail",
+    part: str = "search",
+    test_annotations: str = "",
+    test_fraction: float = 0.15,
 ) -> ImageSet:
-    """Open a data set decoded to `image_size` px; None or "" means the layout's synthetic set.
+    """Open one part of a data set decoded to `image_size` px; None or "" means the layout's synthetic set.
 
     `layout` is one of LAYOUTS (see `trainables.data.layouts`); `split_files` names official
-    split lists and `annotations` the labelled pool (annotation_list only), both relative to
-    root. A corrupt image fails the open (on_bad_image="fail") or is left out and listed in
-    `ImageSet.skipped` ("skip").
+    split lists, `annotations` the labelled pool and `test_annotations` the official test list
+    (annotation_list only), all relative to root. A corrupt image fails the open
+    (on_bad_image="fail") or is left out and listed in `ImageSet.skipped` ("skip").
+
+    `part="search"` is the train+val images only: the held-out test images are neither decoded
+    into it nor memory-mapped by it, so a search cannot reach them. `part="test"` is only the
+    held-out test images (`split` None), decoded into a cache entry of their own. The test split
+    is the official test list where there is one, else `test_fraction` of the images drawn once,
+    stratified, and saved beside the data (see `trainables.data.split`).
     """
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
         raise DataError(f"image_size must be a positive integer, got {image_size!r}.")
@@ -43,32 +55,37 @@ def open_dataset(
             '"fail" stops at the first undecodable image, "skip" leaves such images out and lists them.'
         )
     root = _resolve(root, layout)
-    listing = scan(layout, root, masks, split_files, annotations)
-    fingerprint = _fingerprint(layout, root, listing)
+    listing, fingerprint, selection = _select(
+        layout, root, masks, split_files, annotations, test_annotations, test_fraction, part
+    )
     skip = on_bad_image == "skip"
     key = f"{fingerprint}-s{image_size}-c{channels}" + ("-m" if masks else "") + ("-skip" if skip else "")
     path = build_once(
-        os.path.join(cache_dir(), "decoded", key),
+        os.path.join(cache_dir(), "decoded", key + ("-test" if part == "test" else "")),
         lambda tmp: write_image_set(
             tmp, listing.classes, listing.files, listing.labels, listing.split,
             _decode_all(root, listing, image_size, channels, skip), image_size, channels, masks,
         ),
     )
-    selection = []
-    if layout == "annotation_list":
-        selection = [os.path.splitext(name)[0].replace(os.sep, "_") for name in (annotations, split_files) if name]
-    ds = read_image_set(path, root, fingerprint, selection)
+    ds = read_image_set(path, root, fingerprint, selection, part)
     if ds.skipped:
         log.warning("Left out %d undecodable images of %s (first: %s).", len(ds.skipped), root, ds.skipped[0])
     return ds
 
 
 def data_fingerprint(
-    root: str | None, layout: str = "covid_radiography", split_files: str = "", annotations: str = "trainval.txt"
+    root: str | None,
+    layout: str = "covid_radiography",
+    split_files: str = "",
+    annotations: str = "trainval.txt",
+    test_annotations: str = "",
+    test_fraction: float = 0.15,
+    part: str = "search",
 ) -> str:
-    """The fingerprint `open_dataset` gives for these arguments, from file names, sizes and list contents only."""
+    """The fingerprint `open_dataset` gives for these arguments, from file names, sizes and list contents only
+    (nothing is decoded; a test split not drawn yet is drawn and saved)."""
     root = _resolve(root, layout)
-    return _fingerprint(layout, root, scan(layout, root, False, split_files, annotations))
+    return _select(layout, root, False, split_files, annotations, test_annotations, test_fraction, part)[1]
 
 
 def _resolve(root: str | None, layout: str) -> str:
@@ -82,15 +99,56 @@ def _resolve(root: str | None, layout: str) -> str:
     return root
 
 
-def _fingerprint(layout: str, root: str, listing: Listing) -> str:
+def _select(
+    layout: str, root: str, masks: bool, split_files: str, annotations: str, test_annotations: str,
+    test_fraction: float, part: str,
+) -> tuple[Listing, str, list[str]]:
+    """The listing of one part, its fingerprint, and the names of what besides root picked its images."""
+    if part not in PARTS:
+        raise DataError(
+            f"part must be one of {', '.join(PARTS)}, got {part!r}: \"search\" opens the train and val images, "
+            '"test" only the held-out test images.'
+        )
+    whole = scan(layout, root, masks, split_files, annotations, test_annotations)
+    digest = _digest(layout, root, whole)
+    selection = _selection(layout, root, split_files, annotations, test_annotations)
+    test = whole.test
+    if test is None:
+        pool = whole.split["train"] if whole.split else list(range(len(whole.files)))
+        test = hold_out_test(whole.files, whole.labels, pool, root, digest.hexdigest()[:16], "-".join(selection),
+                          test_fraction)
+        selection.append(f"test{test_fraction}")
+    if not len(test):
+        message = (f"The held-out test split of {root!r} is empty: data/test_fraction={test_fraction} draws "
+                   f"round(fraction * n) of each class's n images, none here; use a larger data/test_fraction, "
+                   "more images, or an official test list.")
+        if part == "test":
+            raise DataError(message)
+        log.warning(message)
+    listing = whole.part(list(test), part)
+    digest.update(f"part\0{part}\n".encode())
+    for rel in listing.files:
+        digest.update(f"{rel}\n".encode())
+    return listing, digest.hexdigest()[:16], selection
+
+
+def _selection(layout: str, root: str, split_files: str, annotations: str, test_annotations: str) -> list[str]:
+    """Names of the lists that pick images from root: annotation lists by stem, a split-list folder by name."""
+    if layout == "annotation_list":
+        return [os.path.splitext(name)[0].replace(os.sep, "_") for name in (annotations, split_files, test_annotations)
+                if name]
+    return [os.path.basename(os.path.normpath(os.path.join(root, split_files)))] if split_files else []
+
+
+def _digest(layout: str, root: str, listing: Listing):
     """Digest of the layout, the names and byte sizes of the image and mask files, and the lists' contents."""
-    digest = hashlib.sha256(f"{layout}-v1".encode())
+    digest = hashlib.sha256(f"{layout}-v2".encode())
     for rel in listing.sources:
         digest.update(f"{rel}\0{os.path.getsize(os.path.join(root, rel))}\n".encode())
     for path in listing.lists:
         with open(path, "rb") as f:
             digest.update(f"{os.path.relpath(path, root)}\0{hashlib.sha256(f.read()).hexdigest()}\n".encode())
-    return digest.hexdigest()[:16]
+    return digest
 
 
 def _decode_all(root: str, listing: Listing, image_size: int, channels: int, skip: bool):

@@ -1,4 +1,16 @@
-"""Train/val splits (official lists, or drawn once, saved and reused) and training subsets (fraction, k-shot).
+"""Test, train/val splits (official lists, or drawn once, saved and reused) and training subsets (fraction, k-shot).
+
+The held-out test split is the official test list where the layout has one (COVID-CT's
+`Data-split/*/test*.txt`, a MedFMC `*_test*.txt` as data/test_annotations). Otherwise
+`hold_out_test` draws it once from the listing, before anything is decoded: of each stratum
+round(test_fraction * n) images (never a stratum's last one, and every class keeps an image
+outside test), with a fixed seed stream that no data/split_seed shares, so seeds, val
+fractions and train/val re-draws never move it. Where official train/val lists exist but no
+test list, it is drawn from the official train images only: the official val split stays
+intact, so validation numbers stay comparable with the official protocol. It is saved as
+`<root>/.medtune/test-[<variant>-]frac<f>.json` (or in the node cache when root is not
+writable) and read back on later opens. Train/val are then split from the remaining images.
+No layout here names patients; one that does must group the test draw by patient.
 
 Multi-label sets (labels (N, C)) are stratified on each image's rarest label: the label
 with the fewest images in the set, ties to the lower index; images without any label form
@@ -11,10 +23,13 @@ import json
 import numbers
 import os
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
 
 from .cache import DataError, ImageSet, cache_dir
+
+TEST_STREAM = (7357, 0)  # the test draw's seed; data/split_seed streams are single integers, never this pair
 
 
 def train_val_split(ds: ImageSet, val_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -25,31 +40,55 @@ def train_val_split(ds: ImageSet, val_fraction: float = 0.2, seed: int = 0) -> t
     or, when root is not writable, `<cache_dir()>/splits/<fingerprint>[-<variant>]-val<f>-seed<k>.json`,
     and read back from there on later calls.
     """
-    if not isinstance(val_fraction, numbers.Real) or not 0 < val_fraction < 1:
-        raise DataError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}.")
+    _check_fraction(val_fraction, "val_fraction")
+    if ds.part == "test":
+        raise DataError(f"The held-out test split of {ds.root!r} is never split into train and val; "
+                        'open the data set with part="search" to split it.')
     if ds.split is not None:
         return np.sort(ds.split["train"]), np.sort(ds.split["val"])
-    variant = f"{ds.variant}-" if ds.variant else ""
-    paths = [
-        os.path.join(ds.root, ".medtune", f"split-{variant}val{val_fraction}-seed{seed}.json"),
-        os.path.join(cache_dir(), "splits", f"{ds.fingerprint}-{variant}val{val_fraction}-seed{seed}.json"),
-    ]
-    for path in paths:
-        if os.path.isfile(path):
-            return _read(path, ds)
-    train, val = (_multilabel_split if ds.multilabel else _stratified_split)(ds, val_fraction, seed)
-    content = {
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "fingerprint": ds.fingerprint,
-        "train": [ds.files[i] for i in train],
-        "val": [ds.files[i] for i in val],
-    }
-    try:
-        _write_atomically(paths[0], content)
-    except OSError:  # root not writable (read-only mount, another owner): keep it in the node cache
-        _write_atomically(paths[1], content)
-    return train, val
+    return _saved(
+        _paths(ds.root, ds.fingerprint, "split", ds.variant, f"val{val_fraction}-seed{seed}"), ds.files, ds.root,
+        ("train", "val"), lambda: (_multilabel_split if ds.multilabel else _stratified_split)(ds, val_fraction, seed),
+        {"val_fraction": val_fraction, "seed": seed, "fingerprint": ds.fingerprint},
+    )
+
+
+def hold_out_test(
+    files: list[str], labels: np.ndarray, pool: list[int], root: str, fingerprint: str, variant: str, fraction: float
+) -> np.ndarray:
+    """Sorted indices into `files` of the drawn test split: `fraction` of the images at `pool`, stratified.
+
+    Saved as `<root>/.medtune/test-[<variant>-]frac<f>.json`, or, when root is not writable,
+    `<cache_dir()>/splits/<fingerprint>[-<variant>]-frac<f>.json` (`fingerprint`: of the whole listing),
+    and read back from there.
+    """
+    _check_fraction(fraction, "test_fraction (data/test_fraction)")
+    pool = np.asarray(pool, dtype=np.int64)
+    names = [files[i] for i in pool]
+
+    def draw() -> tuple[np.ndarray, np.ndarray]:
+        held = held_out(np.asarray(labels)[pool], fraction, TEST_STREAM)
+        return np.flatnonzero(held), np.flatnonzero(~held)
+
+    test, _ = _saved(_paths(root, fingerprint, "test", variant, f"frac{fraction}"), names, root, ("test", "rest"),
+                     draw, {"test_fraction": fraction, "seed": list(TEST_STREAM), "fingerprint": fingerprint})
+    return pool[test]
+
+
+def held_out(labels: np.ndarray, fraction: float, stream: tuple[int, ...]) -> np.ndarray:
+    """Boolean mask of a stratified draw: per stratum round(fraction * n) images, never a stratum's last one,
+    from a permutation seeded by (*stream, stratum); then any class left with no image outside the draw gets
+    its first drawn image back."""
+    own = strata(labels)
+    drawn = np.zeros(len(own), dtype=bool)
+    for stratum in np.unique(own):
+        members = np.flatnonzero(own == stratum)
+        order = np.random.default_rng([*stream, int(stratum)]).permutation(len(members))
+        drawn[members[order[: min(round(fraction * len(members)), len(members) - 1)]]] = True
+    hot = labels.astype(bool) if labels.ndim == 2 else labels[:, None] == np.unique(labels)[None, :]
+    for c in np.flatnonzero(hot.any(0) & ~hot[~drawn].any(0)):
+        drawn[np.flatnonzero(hot[:, c] & drawn)[0]] = False
+    return drawn
 
 
 def fraction_subset(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
@@ -148,17 +187,8 @@ def _stratified_split(ds: ImageSet, val_fraction: float, seed: int) -> tuple[np.
 
 
 def _multilabel_split(ds: ImageSet, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per rarest-label stratum, round(val_fraction * n) images to val (never a stratum's last one);
-    then any class left without a train image gets back its first val image."""
-    own = strata(ds.labels)
-    in_val = np.zeros(len(own), dtype=bool)
-    for stratum in np.unique(own):
-        members = np.flatnonzero(own == stratum)
-        order = np.random.default_rng([seed, int(stratum)]).permutation(len(members))
-        in_val[members[order[: min(round(val_fraction * len(members)), len(members) - 1)]]] = True
-    hot = ds.labels.astype(bool)
-    for c in np.flatnonzero(hot.any(0) & ~hot[~in_val].any(0)):
-        in_val[np.flatnonzero(hot[:, c] & in_val)[0]] = False
+    """Val drawn by `held_out` per rarest-label stratum, every class keeping a train image."""
+    in_val = held_out(ds.labels, val_fraction, (seed,))
     if not in_val.any():
         raise DataError(
             f"Cannot draw a val split from the {len(ds.files)} images of {ds.root!r} with val_fraction={val_fraction} "
@@ -167,29 +197,60 @@ def _multilabel_split(ds: ImageSet, val_fraction: float, seed: int) -> tuple[np.
     return np.flatnonzero(~in_val), np.flatnonzero(in_val)
 
 
-def _read(path: str, ds: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+def _check_fraction(value: float, name: str) -> None:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 < value < 1:
+        raise DataError(f"{name} must be between 0 and 1 (exclusive), got {value!r}.")
+
+
+def _paths(root: str, fingerprint: str, kind: str, variant: str, what: str) -> list[str]:
+    """Where a drawn split is saved: beside the data, else (root not writable) in the node cache."""
+    name = f"{variant}-{what}.json" if variant else f"{what}.json"
+    return [os.path.join(root, ".medtune", f"{kind}-{name}"),
+            os.path.join(cache_dir(), "splits", f"{fingerprint}-{name}")]
+
+
+def _saved(
+    paths: list[str], files: list[str], root: str, keys: tuple[str, str],
+    draw: Callable[[], tuple[np.ndarray, np.ndarray]], about: dict,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two parts (sorted indices into `files`) read from the first of `paths` that exists, else drawn
+    and saved to the first writable one."""
+    for path in paths:
+        if os.path.isfile(path):
+            return _read(path, files, root, keys)
+    parts = draw()
+    content = {**about, **{key: [files[i] for i in part] for key, part in zip(keys, parts)}}
+    try:
+        _write_atomically(paths[0], content)
+    except OSError:  # root not writable (read-only mount, another owner): keep it in the node cache
+        _write_atomically(paths[1], content)
+    return parts
+
+
+def _read(path: str, files: list[str], root: str, keys: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    lists = " and ".join(repr(key) for key in keys)
     try:
         with open(path) as f:
             saved = json.load(f)
-        named = saved["train"] + saved["val"]
+        named = saved[keys[0]] + saved[keys[1]]
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(
-            f"Split file {path!r} is not a split (JSON with 'train' and 'val' lists of files): {e!r}; "
+            f"Split file {path!r} is not a split (JSON with {lists} lists of files): {e!r}; "
             "delete it to draw a new split."
         ) from e
-    index = {name: i for i, name in enumerate(ds.files)}
+    index = {name: i for i, name in enumerate(files)}
     missing = [name for name in named if name not in index]
     if missing:
         raise DataError(
-            f"Split file {path!r} names {len(missing)} files that are not in the data set at {ds.root!r} "
+            f"Split file {path!r} names {len(missing)} files that are not in the data set at {root!r} "
             f"(first: {missing[0]!r}); delete the file to draw a new split."
         )
-    if len(named) != len(ds.files) or len(set(named)) != len(ds.files):
+    if len(named) != len(files) or len(set(named)) != len(files):
         raise DataError(
-            f"Split file {path!r} does not list each of the {len(ds.files)} images at {ds.root!r} exactly once "
+            f"Split file {path!r} does not list each of the {len(files)} images at {root!r} exactly once "
             f"(it lists {len(named)} entries, {len(set(named))} distinct); delete the file to draw a new split."
         )
-    return tuple(np.sort(np.array([index[n] for n in saved[k]], dtype=np.int64)) for k in ("train", "val"))
+    return tuple(np.sort(np.array([index[n] for n in saved[k]], dtype=np.int64)) for k in keys)
 
 
 def _write_atomically(path: str, content: dict) -> None:

@@ -18,6 +18,11 @@ multi-class task such as MedFMC Colon), else uint8 multi-hot (N, C) (`ImageSet.m
 them, and train is the rest of the pool: annotations="chest_1-shot_train_exp1.txt" with
 split_files="chest_1-shot_val_exp1.txt" is the challenge's few-shot protocol. An image in
 both lists must carry the same labels. Without it, `train_val_split` draws a split.
+
+`test_annotations` may name the official test list (MedFMC's `*_test*.txt`, same format):
+its images are the held-out test split (`Listing.test`) and may be in neither the pool nor
+the val list. Classes are counted, and single- vs multi-label decided, over all the lists,
+so the search and test parts of a set agree on both.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ SHAPE = "<root>/images/<files> with <root>/trainval.txt lines '<path relative to
 FORMAT = "lines '<path relative to images/> <comma-separated label indices>' (nothing after the path: no finding)"
 
 
-def scan(root: str, annotations: str, split_files: str) -> Listing:
+def scan(root: str, annotations: str, split_files: str, test_annotations: str = "") -> Listing:
     images = os.path.join(root, "images")
     if not os.path.isdir(images):
         raise DataError(f"Data root {root!r} has no images/ folder; expected the annotation_list layout {SHAPE}.")
@@ -42,9 +47,11 @@ def scan(root: str, annotations: str, split_files: str) -> Listing:
     names = _class_names(classes_file) if os.path.isfile(classes_file) else None
     pool = _read_list(root, annotations, "Annotation list (data/annotations)")
     val = _read_list(root, split_files, "Val list (data/split_files)") if split_files else []
-    num_classes = len(names) if names is not None else _count_classes(pool + val)
+    test = _read_list(root, test_annotations, "Test list (data/test_annotations)") if test_annotations else []
+    _check_held_out(test, pool + val)
+    num_classes = len(names) if names is not None else _count_classes(pool + val + test)
     labelled: dict[str, tuple[frozenset[int], str]] = {}
-    for where, path, values in pool + val:
+    for where, path, values in pool + val + test:
         found = _labels(values, num_classes, names, where)
         earlier = labelled.setdefault(path, (found, where))
         if earlier[0] != found:
@@ -60,10 +67,10 @@ def scan(root: str, annotations: str, split_files: str) -> Listing:
         labels = np.zeros((len(files), num_classes), dtype=np.uint8)
         for row, found in zip(labels, sets):
             row[sorted(found)] = 1
-    split = None
+    split, searched = None, len(files) - len(test)  # test images come last in `labelled`
     if val:
         val_files = {path for _, path, _ in val}
-        split = {part: [i for i, path in enumerate(files) if (path in val_files) == (part == "val")]
+        split = {part: [i for i, path in enumerate(files[:searched]) if (path in val_files) == (part == "val")]
                  for part in ("train", "val")}
         if not split["train"]:
             raise DataError(
@@ -72,8 +79,20 @@ def scan(root: str, annotations: str, split_files: str) -> Listing:
             )
     rel = [os.path.join("images", path) for path in files]
     lists = [os.path.join(root, annotations)] + ([classes_file] if names is not None else [])
-    lists += [os.path.join(root, split_files)] if split_files else []
-    return Listing(names or [f"class_{c}" for c in range(num_classes)], rel, labels, None, rel, lists, split)
+    lists += [os.path.join(root, name) for name in (split_files, test_annotations) if name]
+    held_out = list(range(searched, len(files))) or None
+    return Listing(names or [f"class_{c}" for c in range(num_classes)], rel, labels, None, rel, lists, split, held_out)
+
+
+def _check_held_out(test: list[tuple[str, str, list[int]]], others: list[tuple[str, str, list[int]]]) -> None:
+    """A test list's images may be in no other list."""
+    listed = {path: where for where, path, _ in others}
+    for where, path, _ in test:
+        if path in listed:
+            raise DataError(
+                f"Image {path!r} is in the test list at {where} and also at {listed[path]}; a held-out test image "
+                "may be in neither data/annotations nor data/split_files."
+            )
 
 
 def _class_names(path: str) -> list[str]:

@@ -6,9 +6,12 @@ or "test" (COVID-CT: `COVID/trainCT_COVID.txt`, `NonCOVID/valCT_NonCOVID.txt`, .
 Each non-empty line names one image: by path relative to the root when it contains a
 "/", else by file name, which must match exactly one image of the set.
 
-The set keeps only the images listed as train or val; those listed as test, and those in
-no list, are left out of it entirely, so a test image can never reach training or model
-selection. `ImageSet.split` then holds the official train and val indices.
+The listing keeps the images named by some list; those in no list are left out. The test
+lists' images are the held-out test split (`Listing.test`): `open_dataset(part="search")`
+leaves them out of the set entirely, so a test image can never reach training or model
+selection, and `part="test"` opens only them. `ImageSet.split` holds the official train
+and val indices. Without test lists a test split is drawn from the train images (see
+`trainables.data.split`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ PARTS = ("train", "val", "test")
 
 
 def apply(listing: Listing, root: str, split_files: str) -> Listing:
-    """`listing` restricted to its train and val images, with the official split."""
+    """`listing` restricted to its listed images, with the official train/val split and test images."""
     folder = os.path.normpath(os.path.join(root, split_files))
     if not os.path.isdir(folder):
         raise DataError(
@@ -60,15 +63,16 @@ def apply(listing: Listing, root: str, split_files: str) -> Listing:
                         f"Image {listing.files[found[0]]!r} is listed as {earlier[0]} ({earlier[1]}) and as {part} "
                         f"({where}); each image may be in one of the train, val and test lists only."
                     )
-    keep = sorted(i for i, (part, _) in part_of.items() if part != "test")
-    split = {part: [k for k, i in enumerate(keep) if part_of[i][0] == part] for part in ("train", "val")}
-    for part, indices in split.items():
-        if not indices:
+    keep = sorted(part_of)
+    split = {part: [k for k, i in enumerate(keep) if part_of[i][0] == part] for part in PARTS}
+    for part in ("train", "val"):
+        if not split[part]:
             raise DataError(
                 f"The split lists under {folder!r} name no {part} images; expected .txt lists whose names contain "
                 "train and val (and optionally test)."
             )
-    return listing.subset(keep, split, [path for path, _ in lists])
+    test = split.pop("test")
+    return listing.subset(keep, split, [path for path, _ in lists], test or None)
 
 
 def _list_files(folder: str) -> list[tuple[str, str]]:
