@@ -32,9 +32,9 @@ def trained_one_epoch(task, cfg: dict):
 
 
 def test_validation_after_a_few_steps_reflects_the_weights():
-    """9 steps at lr 1e-3: the moving-average statistics still belong to the initial weights, and the
+    """8 steps at lr 1e-3: the moving-average statistics still belong to the initial weights, and the
     model predicts one class for every validation image (measured: accuracy 0.26, macro F1 0.10, macro
-    recall 0.25); with the statistics re-estimated the same weights give accuracy 0.49, macro F1 0.45."""
+    recall 0.25); with the statistics re-estimated the same weights give accuracy 0.42, macro F1 0.41."""
     model, data, loader, device = trained_one_epoch(classification, CLASSIFIER)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     scores = {}
@@ -43,10 +43,10 @@ def test_validation_after_a_few_steps_reflects_the_weights():
         cfg = {**CLASSIFIER, "train/bn_reestimate_images": images}
         prepare_validation(model, model, loader, data, cfg, device)
         with torch.no_grad():
-            scores[images] = classification.evaluate(model, loader.ordered("val"), cfg, data, device)
+            scores[images] = classification.TASK.evaluate(model, loader.ordered("val"), cfg, data, device)
     assert scores[0]["val/recall_macro"] == pytest.approx(0.25)  # one of the 4 classes predicted for all
     assert scores[0]["val/f1_macro"] < 0.15
-    assert scores[1024]["val/f1_macro"] > 0.35 and scores[1024]["val/accuracy"] > 0.4
+    assert scores[1024]["val/f1_macro"] > 0.3 and scores[1024]["val/accuracy"] > 0.35
 
 
 def test_reestimation_is_the_average_over_the_images_and_leaves_the_rest_alone():
