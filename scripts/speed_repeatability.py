@@ -4,8 +4,9 @@
     $ uv run python scripts/speed_repeatability.py spaces/classification.py --set data/workers=4 --repeats 3
 
 The config is the space's DEFAULTS (with --smoke-test, then its SMOKE) and the --set overrides; searched
-keys keep their defaults. Each run is a fresh trial on a local Ray cluster with --cpus CPUs. The spread
-is (max - min) / mean. The load average before and after is printed: other processes on the machine
+keys keep their defaults. Each run is a fresh trial on a local Ray cluster with --cpus CPUs, started
+after the cluster has settled (--settle seconds: on 2 CPUs Ray's own start-up work slowed a first run by
+10-25%). The spread is (max - min) / mean. The load average is printed: other processes on the machine
 change the numbers, so compare runs on an idle machine.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import os
 import statistics
 import tempfile
+import time
 
 METRICS = ("perf/train_images_per_s", "perf/loader_images_per_s", "perf/epoch_s", "perf/train_total_s",
            "perf/peak_mem_mb")
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--cpus", type=float, default=1.0)
     parser.add_argument("--gpus", type=float, default=0.0)
+    parser.add_argument("--settle", type=float, default=60.0, help="seconds to wait after Ray starts")
     args = parser.parse_args()
 
     import ray
@@ -52,8 +55,9 @@ def main() -> None:
     space = load_space(args.space)
     config = {**space.defaults, **(space.smoke if args.smoke_test else {}),
               **parse_sets(args.set, space.defaults)}
-    print(f"load average before: {os.getloadavg()[0]:.2f}")
     ray.init(num_cpus=os.cpu_count(), log_to_driver=False, include_dashboard=False, logging_level="ERROR")
+    time.sleep(args.settle)
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
     runs = []
     with tempfile.TemporaryDirectory() as storage:
         for i in range(args.repeats):
