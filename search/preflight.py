@@ -112,6 +112,10 @@ def check_data(space: Space, configs: list[dict], choices: dict[str, set]) -> li
                           split_files=cfg["data/split_files"], annotations=cfg["data/annotations"],
                           on_bad_image=cfg["data/on_bad_image"], test_annotations=cfg["data/test_annotations"],
                           test_fraction=cfg["data/test_fraction"])  # part "search": sets test apart, undecoded
+        for name in {c["eval/positive_class"] for c in group} - {""}:
+            if name not in ds.classes:
+                raise UsageError(f"eval/positive_class={name!r} is not a class of the data set at {ds.root}; its "
+                                 f"classes are: {', '.join(ds.classes)}.")
         if ds.skipped:
             notes.append(f"{len(ds.skipped)} unreadable image(s) in {ds.root} are skipped "
                          f"(data/on_bad_image=skip), e.g. {ds.skipped[0]}")

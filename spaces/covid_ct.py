@@ -16,6 +16,7 @@ TRAINABLE = "classification"
 OBJECTIVES = {"val/auroc": "max", "perf/train_images_per_s": "max"}
 DEFAULTS = {
     "data/layout": "image_folder",
+    "eval/positive_class": "CT_COVID",    # test sensitivity at 90%/95% specificity is COVID's
     "data/split_files": "../Data-split",  # the repository's official train/val/test lists
     "data/channels": 3,
     "data/image_size": 224,

@@ -21,6 +21,7 @@ TRAINABLE = "triplet"
 OBJECTIVES = {"val/auroc": "max", "perf/train_images_per_s": "max"}  # first = primary
 DEFAULTS = {
     "data/layout": "image_folder",
+    "eval/positive_class": "CT_COVID",    # test sensitivity at 90%/95% specificity is COVID's
     "data/split_files": "../Data-split",  # the official train/val/test lists, relative to --data
     "data/channels": 3,
     "data/image_size": 224,         # the images range from 124 to 1853 px: resized

@@ -95,6 +95,8 @@ CASES = {
     "--set unknown key": (lambda tmp: [CLASSIFICATION, "--set", "optim/lrr=1"], "Unknown config key 'optim/lrr'"),
     "--set wrong type": (lambda tmp: [CLASSIFICATION, "--set", "train/epochs=two"], "train/epochs takes an integer"),
     "--set unknown choice": (lambda tmp: [CLASSIFICATION, "--set", "data/layout=dicom"], "data/layout='dicom'"),
+    "unknown positive class": (lambda tmp: [CLASSIFICATION, *SMOKE, "--set", "eval/positive_class=COVlD"],
+                               "eval/positive_class='COVlD' is not a class"),
     "--set eval/test=true": (lambda tmp: [CLASSIFICATION, "--set", "eval/test=true"], "eval/test=True in the command"),
     "space sets eval/test": (
         lambda tmp: [space_file(tmp, "TRAINABLE = 'classification'\nOBJECTIVES = {'val/accuracy': 'max'}\n"

@@ -108,6 +108,9 @@ def test_sensitivity_at_specificity_on_a_hand_made_roc():
     # at most 1 of 20 negatives above the threshold: 0.97 and 0.93 found; at most 2: also 0.88
     assert sensitivity_at_specificity(y, probs, 0.95) == pytest.approx(2 / 5)
     assert sensitivity_at_specificity(y, probs, 0.90) == pytest.approx(3 / 5)
+    # eval/positive_class names class 0: the sensitivity of class 0, as if its labels and columns were swapped
+    assert sensitivity_at_specificity(y, probs, 0.90, positive=0) == sensitivity_at_specificity(
+        1 - y, probs[:, ::-1], 0.90) != 3 / 5
     three = np.c_[probs * 0.5, np.full(25, 0.5)]  # a third class, never true: left out of the macro mean
     assert sensitivity_at_specificity(y, three, 0.90) == pytest.approx(
         np.mean([sensitivity_at_specificity(1 - y, np.c_[p1, 1 - p1], 0.9), 3 / 5]))

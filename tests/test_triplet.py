@@ -2,6 +2,7 @@
 run on a real local Ray cluster, resumed after a worker is killed in the embedding phase."""
 import os
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -21,7 +22,7 @@ CONFIG = {**SPEC.defaults, "data/layout": "image_folder", "data/split_files": ".
           "model/backbone": "test_resnet", "model/frozen_layers": 1, "optim/name": "sgd", "optim/lr": 0.01,
           "triplet/supervised_epochs": 1, "triplet/embedding_epochs": 2, "triplet/mining": "augmented",
           "triplet/embedding_dim": 16, "triplet/embedding_lr": 0.01, "triplet/classifier_lr": 0.01,
-          "triplet/unfrozen_layers": 1, "triplet/knn_k": 3}
+          "triplet/unfrozen_layers": 1, "triplet/knn_k": 3, "eval/test": True, "eval/bootstrap": 50}
 
 
 def embedder(size: int) -> nn.Module:
@@ -147,3 +148,9 @@ def test_three_phases_report_every_metric_and_resume_after_a_kill(ray_cluster):
     for metric in SPEC.metrics:
         if metric.startswith("val/"):  # same seed, same checkpoint: the same model
             assert resumed.metrics[metric] == pytest.approx(straight.metrics[metric], abs=1e-6), metric
+    # eval/test: the final classifier, once, on the official test lists, inside its interval, killed or not
+    assert "test/accuracy" not in history.iloc[-2] or np.isnan(history.iloc[-2]["test/accuracy"])
+    final = straight.metrics
+    assert final["test/images"] > 0
+    assert final["test/accuracy_ci_low"] <= final["test/accuracy"] <= final["test/accuracy_ci_high"]
+    assert resumed.metrics["test/accuracy"] == pytest.approx(final["test/accuracy"], abs=1e-6)

@@ -16,7 +16,7 @@ from search.spacefile import load_module
 from trainables.clip_models import load_clip
 from trainables.data import generate_annotation_list, generate_covid_radiography
 from trainables.data.synthetic.covid_radiography import CLASSES
-from trainables.loop import prepare_data
+from trainables.loop import open_data, prepare_data
 from trainables.prompts import class_prompts, parse_prompt_sets, readable, select_prompt_set
 from trainables.registry import TRAINABLES, nested_config
 from trainables.zeroshot import check, clip_dataset, evaluate, image_features, text_classifier, train, zero_shot_logits
@@ -197,3 +197,14 @@ def test_zero_shot_and_linear_probe_report_every_metric_through_ray_tune(cfg, ra
     assert lp["perf/train_images_per_s"] * lp["perf/epoch_s"] > 3 * val
     assert zs["perf/train_images_per_s"] * zs["perf/epoch_s"] == pytest.approx(val)
     assert np.isclose(sum(map(sum, zs["val/confusion_matrix"]["matrix"])), val)
+
+
+@pytest.mark.parametrize("mode", ["zeroshot", "linear_probe"])
+def test_eval_test_scores_the_held_out_split_with_intervals(cfg, mode):
+    metrics = evaluate({**cfg, "clip/mode": mode, "eval/test": True, "eval/bootstrap": 50}, CPU)
+    test = open_data(cfg, masks=False, part="test")
+    assert metrics["test/images"] == len(test.labels) > 0
+    assert sum(map(sum, metrics["test/confusion_matrix"]["matrix"])) == len(test.labels)
+    assert metrics["test/accuracy_ci_low"] <= metrics["test/accuracy"] <= metrics["test/accuracy_ci_high"]
+    assert 0.0 <= metrics["test/ece"] <= 1.0
+    assert "test/accuracy" not in evaluate({**cfg, "clip/mode": mode}, CPU)  # a search never opens it

@@ -50,7 +50,8 @@ def predict(model: nn.Module, loader, cfg: dict, data: Data, device, distances: 
 
 
 def score(out: Outputs, data: Data, prefix: str, extended: bool = False) -> dict:
-    return {**classification_metrics(out.y_true, out.probs, data.classes, prefix, extended), f"{prefix}/loss": out.loss}
+    return {**classification_metrics(out.y_true, out.probs, data.classes, prefix, extended, data.positive),
+            f"{prefix}/loss": out.loss}
 
 
 TASK = Task(build=build, loss=loss, evaluate=Evaluation(predict, score), masks=False)

@@ -27,26 +27,33 @@ INTERVALS = ("accuracy", "f1_macro", "auroc", "map", "sensitivity_at_spec90", "s
 
 def test_metrics(task, model: torch.nn.Module, cfg: dict, data, device: torch.device) -> dict:
     """`test/*` metrics of `model` on the held-out test split of the config's data set."""
+    return evaluate_test(task, model, cfg, data, open_test(cfg, data, task.masks), device)
+
+
+def open_test(cfg: dict, data, masks: bool) -> ImageSet:
+    """The held-out test split of the config's data set, with the classes of the trial's data."""
     from trainables.loop import open_data
 
-    return evaluate_test(task, model, cfg, data, open_data(cfg, task.masks, part="test"), device)
+    test = open_data(cfg, masks, part="test")
+    if list(test.classes) != list(data.classes):
+        raise ValueError(f"The test split's classes {test.classes} differ from the training data's {data.classes}; "
+                         f"both must come from the same data set.")
+    return test
 
 
 def evaluate_test(task, model: torch.nn.Module, cfg: dict, data, test: ImageSet, device: torch.device) -> dict:
     """`test/*` metrics, their 95% intervals and `test/images` of `model` on the images of `test`."""
-    if list(test.classes) != list(data.classes):
-        raise ValueError(f"The test split's classes {test.classes} differ from the training data's {data.classes}; "
-                         f"both must come from the same data set.")
     dataset = ArrayDataset(test.images, test.labels, np.arange(len(test.labels)), data.val_set.transform,
                            test.masks if task.masks else None)
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg["train/batch_size"])
     model.eval()
     with torch.no_grad():
         out = task.evaluate.predict(model, loader, cfg, data, device, distances=True)
+    return with_intervals(lambda o: task.evaluate.score(o, data, "test", extended=True), out, cfg)
 
-    def score(o: Outputs) -> dict:
-        return task.evaluate.score(o, data, "test", extended=True)
 
+def with_intervals(score, out: Outputs, cfg: dict) -> dict:
+    """score(out) (`test/*` metrics) with the 95% intervals of INTERVALS and `test/images`."""
     metrics = score(out)
     keys = [key for name in INTERVALS for key in (f"test/{name}", f"test/{name}_gated") if key in metrics]
     metrics.update(intervals(score, out, keys, cfg["eval/bootstrap"], int(cfg["train/seed"])))

@@ -13,7 +13,7 @@ import random
 import resource
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -60,6 +60,7 @@ class Data:
     std: list[float]
     train_set: ArrayDataset
     val_set: ArrayDataset
+    positive: int = 1  # binary data: the label of eval/positive_class (default the second class)
 
     @property
     def classes(self) -> list[str]:
@@ -160,9 +161,12 @@ def prepare_data(cfg: dict, masks: bool) -> Data:
         train_idx = shots_subset(train_idx, ds.labels, cfg["data/shots_per_class"], cfg["data/split_seed"], ds.classes)
     mean, std = normalization(cfg, ds.images, train_idx)
     mask_arr = ds.masks if masks else None
-    return Data(ds, train_idx, val_idx, mean, std,
+    data = Data(ds, train_idx, val_idx, mean, std,
                 ArrayDataset(ds.images, ds.labels, train_idx, build_transforms(cfg, mean, std, True), mask_arr),
                 ArrayDataset(ds.images, ds.labels, val_idx, build_transforms(cfg, mean, std, False), mask_arr))
+    if not cfg["eval/positive_class"]:
+        return data
+    return replace(data, positive=data.class_index(cfg["eval/positive_class"], "eval/positive_class"))
 
 
 def device_for_trial() -> torch.device:

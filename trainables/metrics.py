@@ -102,14 +102,15 @@ def confusion(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict
     return {"classes": list(classes), "matrix": matrix.tolist(), "rows": "true", "columns": "predicted"}
 
 
-def sensitivity_at_specificity(y_true: np.ndarray, probs: np.ndarray, specificity: float) -> float:
+def sensitivity_at_specificity(y_true: np.ndarray, probs: np.ndarray, specificity: float, positive: int = 1) -> float:
     """The highest sensitivity on the ROC curve whose specificity is at least `specificity`.
 
-    Binary single-label data: label 1 (the second class) is the positive class. Otherwise the
-    macro mean of the one-vs-rest values over the classes with both positives and negatives.
+    Binary single-label data: of the class labelled `positive` (eval/positive_class; default the
+    second class). Otherwise the macro mean of the one-vs-rest values over the classes with both
+    positives and negatives.
     """
     onehot = onehot_labels(y_true, probs.shape[1])
-    classes = [1] if y_true.ndim == 1 and probs.shape[1] == 2 else scored_classes(onehot)
+    classes = [positive] if y_true.ndim == 1 and probs.shape[1] == 2 else scored_classes(onehot)
     values = []
     for c in classes:
         fpr, tpr, _ = roc_curve(onehot[:, c], probs[:, c])
@@ -134,13 +135,13 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], prefix: str = "val",
-                           extended: bool = False) -> dict:
+                           extended: bool = False, positive: int = 1) -> dict:
     """`prefix/<name>` of class_scores, the confusion matrix (single-label) and, extended, the
-    sensitivity at 90% and 95% specificity and the calibration error."""
+    sensitivity at 90% and 95% specificity (binary: of class `positive`) and the calibration error."""
     metrics = class_scores(y_true, probs)
     if extended:
-        metrics.update({"sensitivity_at_spec90": sensitivity_at_specificity(y_true, probs, 0.90),
-                        "sensitivity_at_spec95": sensitivity_at_specificity(y_true, probs, 0.95),
+        metrics.update({"sensitivity_at_spec90": sensitivity_at_specificity(y_true, probs, 0.90, positive),
+                        "sensitivity_at_spec95": sensitivity_at_specificity(y_true, probs, 0.95, positive),
                         "ece": expected_calibration_error(y_true, probs)})
     if y_true.ndim == 1:
         metrics["confusion_matrix"] = confusion(y_true, probs, classes)

@@ -64,7 +64,7 @@ def predict(model: nn.Module, loader, cfg: dict, data: Data, device, distances: 
 
 
 def score(out: Outputs, data: Data, prefix: str, extended: bool = False) -> dict:
-    return {**classification_metrics(out.y_true, out.probs, data.classes, prefix, extended),
+    return {**classification_metrics(out.y_true, out.probs, data.classes, prefix, extended, data.positive),
             **mask_metrics(out, prefix, extended), f"{prefix}/loss": out.loss}
 
 

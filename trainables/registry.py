@@ -36,6 +36,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "eval/test": False,            # after the last epoch, evaluate once on the held-out test split (tune-train;
                                    # a search never opens it)
     "eval/bootstrap": 1000,        # bootstrap resamples of the test images for the 95% intervals
+    "eval/positive_class": "",     # binary data: the class sensitivity is about (e.g. CT_COVID); "" = the second
     "optim/name": "adam",          # adam | adamw | sgd
     "optim/lr": 5e-5,
     "optim/weight_decay": 1e-6,

@@ -26,6 +26,7 @@ from torch import nn
 from trainables.classification import class_loss, probabilities, score
 from trainables.loop import (Data, Speed, Task, epoch_metrics, flat_config, make_optimizer, make_schedule,
                              prepare_validation, report, restore, seed_everything, start_trial, train_epoch)
+from trainables.evaluation import test_metrics
 from trainables.metrics import Evaluation, Outputs, classification_metrics
 from trainables.mining import check_mining, mine, strong_augmentation, triplet_loss
 from trainables.models import create_classifier, freeze_classifier, layer_groups
@@ -213,5 +214,7 @@ def train(config: dict) -> None:
         prepare_validation(model, lambda images: model(images, phase), loader, data, cfg, device)
         metrics = evaluate(model, phase, loader.ordered("train_plain"), loader.ordered("val"), cfg, data, device, triplet)
         metrics.update({"phase": phase, **epoch_metrics(epoch, train_loss, epoch_s, speed, data, cfg, device)})
+        if epoch == cfg["train/epochs"] and cfg["eval/test"]:  # once, the final classifier on the test split
+            metrics.update(test_metrics(FINAL, model, cfg, data, device))
         report(metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "schedule": schedule.state_dict(), "phase": phase, "epoch": epoch, "speed": speed.state()})

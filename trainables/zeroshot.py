@@ -40,16 +40,22 @@ from trainables.clip_models import Clip, check_clip, load_clip
 from trainables.loading import TrialLoader
 from trainables.loop import (Data, Speed, device_for_trial, flat_config, prepare_data, report, reset_peak_memory,
                              restore, seed_everything, trial_cpus)
-from trainables.metrics import classification_metrics
+from trainables.classification import score
+from trainables.evaluation import open_test, with_intervals
+from trainables.metrics import Outputs
 from trainables.prompts import class_prompts, select_prompt_set
 
 MODES = ("zeroshot", "linear_probe")
 
 
+def clip_transform(clip: Clip) -> v2.Compose:
+    """Decoded images through the model's own preprocessing (its size, mean and std)."""
+    return v2.Compose([v2.RGB(), v2.ToDtype(torch.float32, scale=True), clip.preprocess])
+
+
 def clip_dataset(clip: Clip, data: Data, indices: np.ndarray) -> ArrayDataset:
-    """The decoded images at `indices` through the model's own preprocessing (its size, mean and std)."""
-    transform = v2.Compose([v2.RGB(), v2.ToDtype(torch.float32, scale=True), clip.preprocess])
-    return ArrayDataset(data.ds.images, data.ds.labels, indices, transform)
+    """The decoded images at `indices` through clip_transform."""
+    return ArrayDataset(data.ds.images, data.ds.labels, indices, clip_transform(clip))
 
 
 @torch.no_grad()
@@ -86,15 +92,15 @@ def zero_shot_logits(clip: Clip, features: torch.Tensor, classifier: torch.Tenso
     return logits + clip.model.logit_bias if clip.model.logit_bias is not None else logits
 
 
-def scores(y_true: np.ndarray, probs: np.ndarray, multilabel: bool, classes: list[str]) -> dict:
-    """The classification metrics plus val/loss: the mean cross-entropy of the probabilities
-    (binary per class for multi-label data)."""
+def outputs(y_true: np.ndarray, probs: np.ndarray) -> Outputs:
+    """The predictions with their loss: the mean cross-entropy of the probabilities (binary per class
+    for multi-label data)."""
     p, y = torch.as_tensor(probs, dtype=torch.float64), torch.as_tensor(y_true)
-    if multilabel:
+    if y_true.ndim == 2:
         loss = torch.nn.functional.binary_cross_entropy(p, y.double())
     else:
         loss = torch.nn.functional.nll_loss(p.clamp_min(1e-12).log(), y.long())
-    return {**classification_metrics(y_true, probs, classes), "val/loss": loss.item()}
+    return Outputs(loss=loss.item(), y_true=y_true, probs=probs)
 
 
 def fit_probe(train_x: np.ndarray, train_y: np.ndarray, c: float, multilabel: bool, num_classes: int):
@@ -113,8 +119,8 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, c: float, multilabel: bo
     return predict
 
 
-def zero_shot(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: torch.device) -> tuple[dict, int, float]:
-    """Validation metrics of zero-shot prediction, images encoded, seconds."""
+def zero_shot(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: torch.device):
+    """(classify(features) -> probabilities, validation Outputs, images encoded, seconds)."""
     if data.multilabel:
         raise ValueError("clip/mode='zeroshot' needs single-label data, but this data set is multi-label; "
                          "use clip/mode='linear_probe' for it.")
@@ -123,25 +129,42 @@ def zero_shot(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: to
     t0 = time.perf_counter()
     classifier = text_classifier(clip, prompts, device)
     text_s = time.perf_counter() - t0
+
+    def classify(features: torch.Tensor) -> np.ndarray:
+        return zero_shot_logits(clip, features, classifier).softmax(1).cpu().numpy()
+
     features, y_true, encode_s = image_features(clip, loader.ordered("val"), device)
     t0 = time.perf_counter()
-    probs = zero_shot_logits(clip, features, classifier).softmax(1).cpu().numpy()
-    return scores(y_true, probs, False, data.classes), len(y_true), text_s + encode_s + time.perf_counter() - t0
+    out = outputs(y_true, classify(features))
+    return classify, out, len(y_true), text_s + encode_s + time.perf_counter() - t0
 
 
-def linear_probe(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: torch.device) -> tuple[dict, int, float]:
-    """Validation metrics of a logistic-regression probe on frozen features, images encoded, seconds."""
+def linear_probe(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: torch.device):
+    """(classify(features) -> probabilities, validation Outputs, images encoded, seconds) of a
+    logistic-regression probe on frozen features."""
     train_x, train_y, train_s = image_features(clip, loader.ordered("train"), device)
     val_x, y_true, val_s = image_features(clip, loader.ordered("val"), device)
     t0 = time.perf_counter()
     predict = fit_probe(train_x.cpu().numpy(), train_y, cfg["clip/probe_c"], data.multilabel, len(data.classes))
-    probs = predict(val_x.cpu().numpy())
-    return (scores(y_true, probs, data.multilabel, data.classes), len(train_y) + len(y_true),
-            train_s + val_s + time.perf_counter() - t0)
+
+    def classify(features: torch.Tensor) -> np.ndarray:
+        return predict(features.cpu().numpy())
+
+    out = outputs(y_true, classify(val_x))
+    return classify, out, len(train_y) + len(y_true), train_s + val_s + time.perf_counter() - t0
+
+
+def test_metrics(clip: Clip, classify, cfg: dict, data: Data, device: torch.device) -> dict:
+    """`test/*` metrics with their intervals (trainables.evaluation) of the predictor on the held-out test split."""
+    test = open_test(cfg, data, masks=False)
+    dataset = ArrayDataset(test.images, test.labels, np.arange(len(test.labels)), clip_transform(clip))
+    features, y_true, _ = image_features(clip, torch.utils.data.DataLoader(dataset, cfg["train/batch_size"]), device)
+    return with_intervals(lambda o: score(o, data, "test", extended=True), outputs(y_true, classify(features)), cfg)
 
 
 def evaluate(cfg: dict, device: torch.device) -> dict:
-    """Load the model and the data, run clip/mode once; every metric of one epoch's report."""
+    """Load the model and the data, run clip/mode once; every metric of one epoch's report (with eval/test,
+    the test split's too)."""
     seed_everything(int(cfg["train/seed"]))
     reset_peak_memory(device)
     clip = load_clip(cfg, device)
@@ -150,11 +173,12 @@ def evaluate(cfg: dict, device: torch.device) -> dict:
     loader = TrialLoader(datasets, cfg["train/batch_size"], int(cfg["train/seed"]), cfg["data/workers"],
                          pin=device.type == "cuda")
     run = zero_shot if cfg["clip/mode"] == "zeroshot" else linear_probe
-    metrics, seen, seconds = run(clip, cfg, data, loader, device)
+    classify, out, seen, seconds = run(clip, cfg, data, loader, device)
     speed = Speed(step_rates=[seen / seconds], loader_images=loader.images, loader_s=loader.load_s,
                   train_total_s=seconds)
-    return {**metrics, "data/skipped_images": len(data.ds.skipped),
-            **speed.metrics(seconds, cfg["data/workers"], device)}
+    metrics = {**score(out, data, "val"), "data/skipped_images": len(data.ds.skipped),
+               **speed.metrics(seconds, cfg["data/workers"], device)}
+    return {**metrics, **(test_metrics(clip, classify, cfg, data, device) if cfg["eval/test"] else {})}
 
 
 def check(cfg: dict) -> None:
