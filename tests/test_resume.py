@@ -254,7 +254,7 @@ def test_restored_searcher_reattaches_the_asks_a_killed_driver_left(tmp_path):
             sampler=make_sampler("tpe", 0), study_name="asks", storage=optuna.storages.RDBStorage(storage))
         return pickle.loads(pickle.dumps(made))
 
-    result = {metric: 0.5 for metric in space.objectives}
+    result = {**{metric: 0.5 for metric in space.objectives}, "epoch": constants["train/epochs"]}  # trained it all
     first = searcher()
     first.suggest("t0")
     first.on_trial_complete("t0", result=result)
