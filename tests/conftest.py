@@ -34,6 +34,30 @@ def tracking_uri(mlflow_server, monkeypatch) -> str:
     return mlflow_server
 
 
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A node cache (MEDTUNE_CACHE) of the test's own, never the home one."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("MEDTUNE_CACHE", str(path))
+    return path
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """Every image or mask file the loader decodes, relative to its data root, in order."""
+    from trainables.data import images as image_files
+
+    seen = []
+    read = image_files.read_image
+
+    def recording(root, rel, image_rel):
+        seen.append(rel)
+        return read(root, rel, image_rel)
+
+    monkeypatch.setattr(image_files, "read_image", recording)
+    return seen
+
+
 FAULT_LOG = "MEDTUNE_FAULT_LOG"
 
 

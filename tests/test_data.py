@@ -24,18 +24,12 @@ from trainables.data import (
     synthetic_root,
     train_val_split,
 )
-from trainables.data import images as image_files
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 SEARCH = 20  # the `root` fixture's 24 images less the held-out test split, round(0.15 * 6) = 1 per class
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    """Every test gets its own node cache, never the home one."""
-    path = tmp_path / "cache"
-    monkeypatch.setenv("MEDTUNE_CACHE", str(path))
-    return path
+pytestmark = pytest.mark.usefixtures("cache")  # every test its own node cache (tests/conftest.py)
 
 
 @pytest.fixture
@@ -44,20 +38,6 @@ def root(tmp_path):
     path = tmp_path / "data"
     generate_covid_radiography(str(path), per_class=6, image_size=40, mask_size=32, seed=0)
     return path
-
-
-@pytest.fixture
-def decodes(monkeypatch):
-    """Records every image or mask file the loader decodes."""
-    seen = []
-    read = image_files.read_image
-
-    def counting(root, rel, image_rel):
-        seen.append(os.path.join(root, rel))
-        return read(root, rel, image_rel)
-
-    monkeypatch.setattr(image_files, "read_image", counting)
-    return seen
 
 
 def fake_set(root, counts):

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from scripts import make_synthetic
+from tests.files import lines, save
 from trainables.data import (
     LAYOUTS,
     DataError,
@@ -28,28 +29,12 @@ from trainables.data import (
 )
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    path = tmp_path / "cache"
-    monkeypatch.setenv("MEDTUNE_CACHE", str(path))
-    return path
-
-
-def save(path, size=(20, 16), mode="L", value=128, **params):
-    """A real image file of constant `value` (format from the extension)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size, value).save(path, **params)
-    return path
+pytestmark = pytest.mark.usefixtures("cache")  # every test its own node cache (tests/conftest.py)
 
 
 def truncate(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-
-
-def lines(path, *rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(row + "\n" for row in rows))
 
 
 # --- image_folder --------------------------------------------------------------------------------

@@ -9,46 +9,17 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from search.preflight import check_data
 from search.spacefile import load_space
 from trainables.data import DataError, data_fingerprint, open_dataset, train_val_split
-from trainables.data import images as image_files
+from tests.files import lines, save
 from trainables.registry import COMMON_DEFAULTS
 
 COUNTS = {"benign": 20, "malignant": 14, "normal": 7}  # round(0.15 * n): 3, 2, 1 test images
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    path = tmp_path / "cache"
-    monkeypatch.setenv("MEDTUNE_CACHE", str(path))
-    return path
-
-
-@pytest.fixture
-def decodes(monkeypatch):
-    """Every image file the loader decodes, relative to its root."""
-    seen = []
-    read = image_files.read_image
-
-    def recording(root, rel, image_rel):
-        seen.append(rel)
-        return read(root, rel, image_rel)
-
-    monkeypatch.setattr(image_files, "read_image", recording)
-    return seen
-
-
-def save(path, value=128, size=(20, 16)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("L", size, value).save(path)
-
-
-def lines(path, *rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(row + "\n" for row in rows))
+pytestmark = pytest.mark.usefixtures("cache")  # every test its own node cache (tests/conftest.py)
 
 
 @pytest.fixture
