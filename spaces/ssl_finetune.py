@@ -22,8 +22,10 @@ DEFAULTS = {
     "optim/lr": 5e-5,
     "optim/weight_decay": 1e-6,
 }
-SMOKE = {"model/backbone": "test_vit3", "data/image_size": 64, "train/epochs": 2, "train/batch_size": 8,
-         "optim/lr": 1e-3}  # test_vit3: 9 blocks, so frozen_layers up to 10 exist
+# test_vit3: 9 blocks, so frozen_layers up to 10 exist; pinned to 0 in the smoke study because the smoke ViT is
+# randomly initialised (frozen 3/6 gave 0.175/0.098 macro F1, frozen 0 with batch 4 0.28).
+SMOKE = {"model/backbone": "test_vit3", "data/image_size": 64, "train/epochs": 2, "train/batch_size": 4,
+         "optim/lr": 1e-3, "model/frozen_layers": 0}
 
 BACKBONES = ["vit_base_patch14_dinov2", "vit_small_patch14_dinov2", "beitv2_base_patch16_224"]
 
