@@ -44,14 +44,15 @@ def loss(model: nn.Module, batch: tuple, cfg: dict) -> torch.Tensor:
     return joint_loss(cfg, mask_logits, masks, class_logits, labels)
 
 
-def predict_gated(model: nn.Module, loader, cfg: dict, data: Data, device, loss_fn, distances: bool = False) -> Outputs:
-    """Outputs of a model returning (mask logits, class logits), its masks gated by gate/class."""
+def predict_gated(model: nn.Module, loader, cfg: dict, data: Data, device, pair_loss, distances: bool = False) -> Outputs:
+    """Outputs of a model returning (mask logits, class logits), its masks gated by gate/class; the loss is
+    pair_loss(cfg, mask_logits, masks, class_logits, labels) of the same forward pass."""
     gate = data.class_index(cfg["gate/class"], "gate/class") if cfg["gate/class"] else None
     stats, y_true, probs, loss_sum, n = MaskStats(distances), [], [], 0.0, 0
     for images, masks, labels in loader:
         images, masks, labels = images.to(device), masks.to(device), labels.to(device)
         mask_logits, class_logits = model(images)
-        loss_sum += loss_fn(model, (images, masks, labels), cfg).item() * len(images)
+        loss_sum += pair_loss(cfg, mask_logits, masks, class_logits, labels).item() * len(images)
         n += len(images)
         stats.update(mask_logits, masks, None if gate is None else class_logits.argmax(1) == gate)
         y_true.append(labels.cpu().numpy())
@@ -60,7 +61,7 @@ def predict_gated(model: nn.Module, loader, cfg: dict, data: Data, device, loss_
 
 
 def predict(model: nn.Module, loader, cfg: dict, data: Data, device, distances: bool = False) -> Outputs:
-    return predict_gated(model, loader, cfg, data, device, loss, distances)
+    return predict_gated(model, loader, cfg, data, device, joint_loss, distances)
 
 
 def score(out: Outputs, data: Data, prefix: str, extended: bool = False) -> dict:

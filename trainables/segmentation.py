@@ -39,18 +39,23 @@ def build(cfg: dict, data: Data) -> nn.Module:
     return GatedSegmenter(model, classifier)
 
 
+def gated_loss(cfg: dict, mask_logits, masks, class_logits, labels) -> torch.Tensor:
+    """The segmenter's loss plus the gate classifier's cross-entropy."""
+    return segmentation_loss(cfg["loss/seg"])(mask_logits, masks) + class_loss(class_logits, labels)
+
+
 def loss(model: nn.Module, batch: tuple, cfg: dict) -> torch.Tensor:
     images, masks, labels = batch
     if isinstance(model, GatedSegmenter):
         mask_logits, class_logits = model(images)
-        return segmentation_loss(cfg["loss/seg"])(mask_logits, masks) + class_loss(class_logits, labels)
+        return gated_loss(cfg, mask_logits, masks, class_logits, labels)
     return segmentation_loss(cfg["loss/seg"])(model(images), masks)
 
 
 def predict(model: nn.Module, loader, cfg: dict, data: Data, device, distances: bool = False) -> Outputs:
     """Per-image mask counts (and the gate classifier's probabilities with gate/class) and the mean loss."""
     if isinstance(model, GatedSegmenter):
-        return predict_gated(model, loader, cfg, data, device, loss, distances)
+        return predict_gated(model, loader, cfg, data, device, gated_loss, distances)
     criterion, stats, loss_sum, n = segmentation_loss(cfg["loss/seg"]), MaskStats(distances), 0.0, 0
     for images, masks, _ in loader:
         images, masks = images.to(device), masks.to(device)
