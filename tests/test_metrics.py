@@ -7,7 +7,7 @@ import scipy.stats
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
-from trainables.evaluation import evaluate_test, intervals
+from trainables.evaluation import check_classes, evaluate_test, intervals
 from trainables.metrics import (MaskStats, Outputs, class_scores, classification_metrics, expected_calibration_error,
                                 hd95, mask_metrics, sensitivity_at_specificity)
 
@@ -188,4 +188,4 @@ def test_test_metrics_share_validation_code_and_lie_in_their_intervals(trial):
         low, high = metrics[f"test/{key}_ci_low"], metrics[f"test/{key}_ci_high"]
         assert low <= metrics[f"test/{key}"] <= high, (key, low, metrics[f"test/{key}"], high)
     with pytest.raises(ValueError, match="classes"):
-        evaluate_test(task, model, cfg, data, dataclasses.replace(test, classes=test.classes[::-1]), "cpu")
+        check_classes(dataclasses.replace(test, classes=test.classes[::-1]), data)

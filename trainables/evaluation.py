@@ -34,7 +34,11 @@ def open_test(cfg: dict, data, masks: bool) -> ImageSet:
     """The held-out test split of the config's data set, with the classes of the trial's data."""
     from trainables.loop import open_data
 
-    test = open_data(cfg, masks, part="test")
+    return check_classes(open_data(cfg, masks, part="test"), data)
+
+
+def check_classes(test: ImageSet, data) -> ImageSet:
+    """`test`, whose classes must be the trial's data's (the same data set)."""
     if list(test.classes) != list(data.classes):
         raise ValueError(f"The test split's classes {test.classes} differ from the training data's {data.classes}; "
                          f"both must come from the same data set.")
