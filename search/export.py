@@ -76,7 +76,6 @@ def retrain(path: str, pareto: int | None = None, name: str | None = None, sets:
             cpus: float | None = None, gpus: float | None = None) -> dict:
     """Train the exported best (or I-th Pareto) config once under Ray Tune, tracked in MLflow, and
     evaluate it once on the held-out test split (eval/test): its test/* metrics beside the val/* ones."""
-    from search.overrides import TEST_KEY, check_value, parse_sets
     from trainables.registry import get_trainable
 
     if not os.path.isfile(path):
@@ -92,15 +91,22 @@ def retrain(path: str, pareto: int | None = None, name: str | None = None, sets:
         spec = get_trainable(doc["trainable"])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    config = {k: check_value(k, v, spec.defaults, path) for k, v in entry["config"].items()}
-    config.update(parse_sets(list(sets), spec.defaults))
-    config[TEST_KEY] = True
+    config = exported_config(entry, spec, sets, path)
     resources = doc.get("resources", {})
     name = name or f"{doc.get('experiment', 'export')}-retrain-{time.strftime('%Y%m%d-%H%M%S')}"
     return train_once(spec, config, name, doc.get("objectives", {}),
                       cpus if cpus is not None else resources.get("cpus", 1.0),
                       gpus if gpus is not None else resources.get("gpus", 0.0),
                       source=entry.get("run_id", ""))
+
+
+def exported_config(entry: dict, spec, sets: list[str], where: str) -> dict:
+    """The checked config of an exported trial with the --set overrides, evaluated on test (eval/test);
+    keys an export from an older version lacks take the trainable's defaults."""
+    from search.overrides import TEST_KEY, check_value, parse_sets
+
+    config = {**spec.defaults, **{k: check_value(k, v, spec.defaults, where) for k, v in entry["config"].items()}}
+    return {**config, **parse_sets(list(sets), spec.defaults), TEST_KEY: True}
 
 
 def train_once(spec, config: dict, name: str, objectives: dict, cpus: float, gpus: float, source: str) -> dict:

@@ -5,7 +5,8 @@ import yaml
 from mlflow import MlflowClient
 
 from mlflow_server.tracking import CONFIG_FILE, PARENT, ROLE, TRIAL, get_or_create_parent_run
-from search.export import export_experiment, redact
+from search.export import export_experiment, exported_config, redact
+from trainables.registry import get_trainable
 
 
 def test_redact_drops_user_and_password_of_urls_only():
@@ -32,3 +33,11 @@ def test_exported_yaml_holds_no_credentials(tracking_uri, tmp_path, monkeypatch)
     assert doc["best"]["config"]["data/root"] == "postgresql://***@db/runs"
     assert "s3cret" not in text and "token-that-must-not-leak" not in text and tracking_uri not in text
     assert yaml.safe_load(text)["best"]["metrics"]["val/accuracy"] == 0.9
+
+
+def test_an_older_export_lacking_new_keys_takes_the_defaults_and_is_evaluated_on_test():
+    spec = get_trainable("classification")
+    config = exported_config({"config": {"optim/lr": 0.001, "model/backbone": "test_resnet"}}, spec,
+                             ["train/epochs=1"], "best.yaml")
+    assert config == {**spec.defaults, "optim/lr": 0.001, "model/backbone": "test_resnet", "train/epochs": 1,
+                      "eval/test": True}
