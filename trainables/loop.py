@@ -249,8 +249,9 @@ def training_step(model, batch: tuple, loss_fn, optimizer, epoch: int, step: int
     """One optimizer step on batch; its loss. A non-finite loss or OOM fails the trial with a clear message."""
     try:
         loss = loss_fn(model, batch, cfg)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"The training loss became {loss.item()} at epoch {epoch}, step {step}; "
+        value = loss.item()  # one device sync per step
+        if not math.isfinite(value):
+            raise FloatingPointError(f"The training loss became {value} at epoch {epoch}, step {step}; "
                                      f"lower the learning rate (now {cfg['optim/lr']}) or check the data.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -261,7 +262,7 @@ def training_step(model, batch: tuple, loss_fn, optimizer, epoch: int, step: int
             f"and data/image_size={cfg['data/image_size']}; lower them or give the trial more memory "
             f"(--gpus-per-trial). {str(e).splitlines()[0] if str(e) else ''}".strip()
         ) from e
-    return loss.item()
+    return value
 
 
 def train_epoch(model, batches: Iterator, loss_fn, optimizer, device, epoch: int, cfg: dict,
