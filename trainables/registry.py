@@ -258,3 +258,14 @@ def nested_config(flat: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(group, {})
         node[leaf] = value
     return nested
+
+
+def flat_config(config: dict, prefix: str = "") -> dict:
+    """{'optim': {'lr': 1}} -> {'optim/lr': 1}: Ray Tune's nested config in the flat form trainables receive."""
+    flat: dict = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
