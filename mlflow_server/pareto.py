@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from mlflow import MlflowClient
 
 from mlflow_server.selection import check_objectives, eligible, pareto_front
-from mlflow_server.tracking import TrialRecord
+from mlflow_server.records import TrialRecord
 
 
 def pareto_figure(

@@ -12,7 +12,7 @@ while beating it on one; identical points are all kept. The front is ranked best
 primary (first) objective, ties by the next objectives in order, remaining ties by the given
 order (start order: the earlier trial first). The best trial is the first of the front (`best`),
 so it is always on the front. Records are anything with `status` and `metrics`
-(mlflow_server.tracking.TrialRecord).
+(mlflow_server.records.TrialRecord).
 """
 
 from __future__ import annotations

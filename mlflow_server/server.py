@@ -4,6 +4,9 @@ The server runs detached (own session), so it outlives the CLI that started it a
 next `tune-run` reuses it through `<home>/mlflow/server.json`. It binds to 127.0.0.1 unless
 another host is asked for; a server reachable from the network should run with MLflow's
 basic-auth app (`auth=True`), else a warning is logged.
+
+Clients: `configure_client()` gives this process's MLflow client medtune's settings (quiet
+console, fast failure), and `redact()` hides the credentials of URLs in anything shown or saved.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -41,6 +45,19 @@ SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 # Never route loopback health checks through an HTTP proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # bound address -> address to connect to
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)  # user[:password]@
+# The MLflow client settings of medtune's driver (configure_client), unless the user set them.
+# Its console belongs to the progress view: no per-run links on every set_terminated and no
+# progress bar per config.json download. A call to a server that is gone fails within seconds,
+# not after the client's default 7 retries with exponential backoff (minutes): the tracker
+# queues the write instead, and the start of an experiment reports the unreachable server at once.
+CLIENT_ENV = {
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +69,28 @@ def results_dir() -> str:
     return str(path)
 
 
+def configure_client() -> None:
+    """Give the MLflow client in this process medtune's settings (CLIENT_ENV) where the
+    environment sets none; call it before the first client. Calling it again changes nothing."""
+    for key, value in CLIENT_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def redact(value):
+    """`value` with the user:password (or token) part of any URL in it replaced by `***`, fit for
+    files and messages; a value that is not a string is returned as it is."""
+    return _CREDENTIALS.sub(r"\g<scheme>***@", value) if isinstance(value, str) else value
+
+
 def ensure_server(
-    home: str | None = None,
+    home: str,
     port: int | None = None,
     host: str | None = None,
     auth: bool | None = None,
     backend_uri: str | None = None,
 ) -> str:
-    """Return a tracking URI: `$MLFLOW_TRACKING_URI`, the recorded live server, or a new one.
+    """Return a tracking URI: `$MLFLOW_TRACKING_URI`, the recorded live server of the medtune
+    `home`, or a new one.
 
     A configured `MLFLOW_TRACKING_URI` must answer within REACH_TIMEOUT_S, else RuntimeError.
     A new server keeps `artifacts/`, `server.json`, `server.log` and, unless `backend_uri`
@@ -75,7 +106,7 @@ def ensure_server(
     state_dir = _state_dir(home)
     state_dir.mkdir(parents=True, exist_ok=True)
     backend_uri = _with_driver(backend_uri or os.environ.get(BACKEND_ENV) or None)
-    wanted = {"port": port, "host": host, "auth": auth, "backend": backend_uri and _redact(backend_uri)}
+    wanted = {"port": port, "host": host, "auth": auth, "backend": backend_uri and redact(backend_uri)}
     with FileLock(state_dir / "server.lock"):
         record = _read_record(state_dir)
         if record and _healthy(record["uri"]):
@@ -96,7 +127,7 @@ def ensure_server(
         return record["uri"]
 
 
-def stop_server(home: str | None = None) -> bool:
+def stop_server(home: str) -> bool:
     """Stop the server recorded under `home` (its whole process group); True if one ran."""
     state_dir = _state_dir(home)
     record = _read_record(state_dir)
@@ -143,7 +174,7 @@ def _check_matches(record: dict, wanted: dict, state_dir: Path) -> None:
         "port": record["port"],
         "host": record.get("host", HOST),
         "auth": record.get("auth", False),
-        "backend": record.get("backend", _redact(f"sqlite:///{state_dir / 'mlflow.db'}")),
+        "backend": record.get("backend", redact(f"sqlite:///{state_dir / 'mlflow.db'}")),
     }
     for name, value in wanted.items():
         if value is not None and value != running[name]:
@@ -198,15 +229,6 @@ def _with_driver(uri: str | None) -> str | None:
     return uri
 
 
-def _redact(uri: str) -> str:
-    """`uri` with any password replaced, fit for server.json and messages."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -216,8 +238,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _state_dir(home: str | None) -> Path:
-    return Path(home or results_dir()).resolve() / "mlflow"
+def _state_dir(home: str) -> Path:
+    return Path(home).resolve() / "mlflow"
 
 
 def _read_record(state_dir: Path) -> dict | None:
@@ -301,7 +323,7 @@ def _start(state_dir: Path, host: str, port: int, backend_uri: str, auth: bool) 
         "uri": uri,
         "host": host,
         "auth": auth,
-        "backend": _redact(backend_uri),
+        "backend": redact(backend_uri),
     }
     (state_dir / "server.json").write_text(json.dumps(record, indent=2) + "\n")
     return record

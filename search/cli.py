@@ -141,13 +141,13 @@ def ui_main(argv: list[str] | None = None) -> int:
                         "$MLFLOW_TRACKING_PASSWORD become its admin and are what clients send")
     p.add_argument("--stop", action="store_true", help="stop the server this project started")
     args = p.parse_args(argv)
-    from mlflow_server.server import ensure_server, stop_server
+    from mlflow_server.server import ensure_server, results_dir, stop_server
 
     if args.stop:
-        print("stopped" if stop_server() else "no server was running")
+        print("stopped" if stop_server(results_dir()) else "no server was running")
         return 0
     try:
-        print(f"MLflow UI: {ensure_server(port=args.port, host=args.host, auth=args.auth or None)}")
+        print(f"MLflow UI: {ensure_server(results_dir(), port=args.port, host=args.host, auth=args.auth or None)}")
     except RuntimeError as exc:
         return _fail(exc)
     return 0

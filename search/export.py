@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 
 import yaml
 
+from mlflow_server.server import redact
 from search.errors import UsageError
 
 
@@ -20,14 +20,6 @@ def _parent_run(client, experiment: str):
     if not runs:
         raise UsageError(f"Experiment {experiment!r} has no parent run; was it created by tune-run?")
     return runs[0]
-
-
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
-
-
-def redact(value):
-    """Drop the user:password part of any URL in a string config value (e.g. a database URI)."""
-    return _CREDENTIALS.sub(r"\g<scheme>***@", value) if isinstance(value, str) else value
 
 
 def _entry(record) -> dict:
@@ -45,10 +37,11 @@ def export_experiment(experiment: str, output: str) -> dict:
     from mlflow import MlflowClient
 
     from mlflow_server.selection import pareto_front
-    from mlflow_server.server import ensure_server
-    from mlflow_server.tracking import collect_trials
+    from mlflow_server.records import collect_trials
+    from mlflow_server.server import configure_client, ensure_server, results_dir
 
-    client = MlflowClient(ensure_server())
+    configure_client()
+    client = MlflowClient(ensure_server(results_dir()))
     parent = _parent_run(client, experiment)
     with open(client.download_artifacts(parent.info.run_id, "experiment.json")) as f:
         info = json.load(f)
@@ -114,14 +107,15 @@ def train_once(spec, config: dict, name: str, objectives: dict, cpus: float, gpu
     from mlflow import MlflowClient
     from ray import tune
 
-    from mlflow_server.server import ensure_server, results_dir
-    from mlflow_server.tracking import TrialTracker, get_or_create_parent_run
+    from mlflow_server.server import configure_client, ensure_server, results_dir
+    from mlflow_server.tracker import TrialTracker, get_or_create_parent_run
     from search.runner import lazy_trainable, quiet_libraries, start_ray
     from search.preflight import fingerprint
     from trainables.registry import nested_config
 
     quiet_libraries()
-    uri = ensure_server()
+    configure_client()
+    uri = ensure_server(results_dir())
     client = MlflowClient(uri)
     tags = {"medtune.experiment": name, "medtune.trainable": spec.name, "medtune.retrain_of": source,
             "medtune.data_fingerprint": fingerprint(config)}
@@ -131,8 +125,8 @@ def train_once(spec, config: dict, name: str, objectives: dict, cpus: float, gpu
     tuner = tune.Tuner(
         tune.with_resources(lazy_trainable(spec), {"cpu": cpus, "gpu": gpus}),
         param_space=nested_config(config),
-        run_config=tune.RunConfig(name=name, storage_path=os.path.join(results_dir(), "ray"), verbose=1,
-                                  callbacks=[TrialTracker(uri, name, parent, tags)]),
+        run_config=tune.RunConfig(name=name, storage_path=os.path.join(results_dir(), "ray"), verbose=1, callbacks=[
+            TrialTracker(uri, name, parent, tags, os.path.join(results_dir(), "mlflow", "pending"))]),
     )
     result = tuner.fit()[0]
     ray.shutdown()

@@ -8,7 +8,7 @@ from ray.tune import Callback
 from ray.tune.utils import flatten_dict
 
 from mlflow_server.selection import best, last_epoch, reached_budget
-from mlflow_server.tracking import TrialRecord
+from mlflow_server.records import TrialRecord
 
 
 def finished(trial) -> bool:

@@ -115,9 +115,10 @@ def run_experiment(settings: Settings, home: str, resume: bool = False, address:
 
     from mlflow import MlflowClient
 
-    from mlflow_server.server import ensure_server
-    from mlflow_server.tracking import get_or_create_parent_run
+    from mlflow_server.server import configure_client, ensure_server
+    from mlflow_server.tracker import get_or_create_parent_run
 
+    configure_client()
     uri = ensure_server(home)
     client = MlflowClient(uri)
     tags = tracking_tags(settings, space, fingerprint)
@@ -220,7 +221,7 @@ def build_tuner(settings, space: Space, constants, trainable, home, uri, parent,
     from optuna.storages import RDBStorage
     from ray import tune
 
-    from mlflow_server.tracking import TrialTracker
+    from mlflow_server.tracker import TrialTracker
     from search.progress import LiveView
     from search.searcher import ResumableOptunaSearch
 
@@ -251,7 +252,7 @@ def build_tuner(settings, space: Space, constants, trainable, home, uri, parent,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[
-                TrialTracker(uri, settings.name, parent, tags, home=home),
+                TrialTracker(uri, settings.name, parent, tags, os.path.join(home, "mlflow", "pending")),
                 LiveView(space.objectives, settings.num_samples),
             ],
         ),
@@ -290,9 +291,10 @@ def summarize(client, uri: str, settings: Settings, space: Space, parent: str, h
     counts as best, whatever it reported before it ended.
     """
     from mlflow_server.pareto import log_pareto, pareto_table
-    from mlflow_server.tracking import ERROR, TrialTracker, collect_trials
+    from mlflow_server.records import ERROR, collect_trials
+    from mlflow_server.tracker import TrialTracker
 
-    tracker = TrialTracker(uri, settings.name, parent, tags, home=home)
+    tracker = TrialTracker(uri, settings.name, parent, tags, os.path.join(home, "mlflow", "pending"))
     tracker.flush()
     records = collect_trials(client, parent)
     print(f"\n{trial_counts(records, settings.num_samples)}", flush=True)

@@ -11,7 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 from mlflow_server.selection import pareto_front
-from mlflow_server.tracking import TrialRecord
+from mlflow_server.records import TrialRecord
 from search.runner import optuna_storage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

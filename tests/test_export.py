@@ -4,8 +4,10 @@ import json
 import yaml
 from mlflow import MlflowClient
 
-from mlflow_server.tracking import CONFIG_FILE, PARENT, ROLE, TRIAL, get_or_create_parent_run
-from search.export import export_experiment, exported_config, redact
+from mlflow_server.records import CONFIG_FILE, PARENT, ROLE, TRIAL
+from mlflow_server.server import redact
+from mlflow_server.tracker import get_or_create_parent_run
+from search.export import export_experiment, exported_config
 from trainables.registry import get_trainable
 
 

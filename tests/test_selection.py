@@ -11,7 +11,8 @@ import pytest
 from mlflow import MlflowClient
 
 from mlflow_server.selection import best, eligible, pareto_front, reached_budget
-from mlflow_server.tracking import CONFIG_FILE, PARENT, ROLE, TRIAL, TrialRecord, get_or_create_parent_run
+from mlflow_server.records import CONFIG_FILE, PARENT, ROLE, TRIAL, TrialRecord
+from mlflow_server.tracker import get_or_create_parent_run
 from search.errors import UsageError
 from search.experiment import Settings
 from search.export import export_experiment

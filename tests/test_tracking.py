@@ -9,6 +9,7 @@ import secrets
 import socket
 import struct
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,22 +26,23 @@ from ray.tune.experiment import Trial
 
 from mlflow_server.pareto import log_pareto, pareto_figure, pareto_table
 from mlflow_server.selection import eligible, pareto_front
-from mlflow_server.server import ensure_server, results_dir, stop_server
-from mlflow_server.tracking import (
-    TrialRecord,
-    TrialTracker,
-    collect_trials,
-    get_or_create_parent_run,
-)
+from mlflow_server.records import TrialRecord, collect_trials
+from mlflow_server.server import CLIENT_ENV, configure_client, ensure_server, redact, results_dir, stop_server
+from mlflow_server.tracker import TrialTracker, get_or_create_parent_run
 
 CONFIG = {"train": {"epochs": 3}, "optim": {"name": "adam", "lr": 0.001}, "model": {"arch": "unet"}}
 
 
-@pytest.fixture(autouse=True)
-def medtune_home(tmp_path, monkeypatch) -> Path:
-    """Each test's own home, so trackers keep their pending files out of the working tree."""
-    monkeypatch.setenv("MEDTUNE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+@pytest.fixture(autouse=True, scope="module")
+def client_settings():
+    """The MLflow client settings of medtune's driver: a dead server fails within seconds."""
+    configure_client()
+
+
+@pytest.fixture
+def pending_dir(tmp_path) -> Path:
+    """Each test's own folder of pending writes, out of the working tree."""
+    return tmp_path / "pending"
 
 
 def free_port() -> int:
@@ -58,6 +60,34 @@ def test_results_dir_is_medtune_home_else_runs(tmp_path, monkeypatch):
     monkeypatch.delenv("MEDTUNE_HOME")
     monkeypatch.chdir(tmp_path)
     assert results_dir() == str(tmp_path / "runs")
+
+
+def test_configure_client_keeps_the_users_settings_and_changes_nothing_when_called_again(monkeypatch):
+    for key in CLIENT_ENV:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")  # the user's own choice
+    configure_client()
+    configured = dict(os.environ)
+    configure_client()
+    assert dict(os.environ) == configured
+    assert {key: os.environ[key] for key in CLIENT_ENV} == {**CLIENT_ENV, "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+
+
+def test_importing_the_tracking_modules_sets_no_environment():
+    env = {key: value for key, value in os.environ.items() if key not in CLIENT_ENV}
+    modules = "mlflow_server.server, mlflow_server.records, mlflow_server.write_queue, mlflow_server.tracker"
+    code = f"import os, {modules}; print(sorted(set(os.environ) & {set(CLIENT_ENV)!r}))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+def test_redact_hides_the_credentials_of_every_url_in_a_string():
+    assert redact("postgresql+psycopg2://mlflow:s3cret@db:5432/runs") == "postgresql+psycopg2://***@db:5432/runs"
+    assert redact("https://ghp_t0ken@github.com/org/repo.git") == "https://***@github.com/org/repo.git"
+    assert redact("from http://a:b@h1/x to http://h2/y") == "from http://***@h1/x to http://h2/y"
+    assert redact("user@example.org wrote /data/x@2x.png") == "user@example.org wrote /data/x@2x.png"
+    assert redact("sqlite:///runs/mlflow/mlflow.db") == "sqlite:///runs/mlflow/mlflow.db"
+    assert redact(0.5) == 0.5 and redact(None) is None and redact(["a://u:p@h"]) == ["a://u:p@h"]
 
 
 def test_configured_tracking_uri_is_used_unchanged(mlflow_server, tmp_path, monkeypatch):
@@ -248,9 +278,9 @@ def test_parent_run_is_created_once_and_found_again(client, experiment):
     assert len(client.search_runs([experiment_id])) == 1
 
 
-def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, mlflow_server):
+def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, mlflow_server, pending_dir):
     parent = get_or_create_parent_run(client, experiment, {})
-    tracker = TrialTracker(mlflow_server, experiment, parent, {"medtune.git": "abc123"})
+    tracker = TrialTracker(mlflow_server, experiment, parent, {"medtune.git": "abc123"}, str(pending_dir))
     done, stopped, broken = make_trial("t_00000"), make_trial("t_00001"), make_trial("t_00002")
 
     tracker.on_trial_start(iteration=0, trials=[], trial=done)
@@ -297,36 +327,36 @@ def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, 
     assert tracker.pending_summary() is None and not tracker.pending_path.exists()
 
 
-def test_resumed_trial_continues_its_run(client, experiment, make_trial, mlflow_server):
+def test_resumed_trial_continues_its_run(client, experiment, make_trial, mlflow_server, pending_dir):
     parent = get_or_create_parent_run(client, experiment, {})
     trial = make_trial("t_00000")
-    tracker = TrialTracker(mlflow_server, experiment, parent, {})
+    tracker = TrialTracker(mlflow_server, experiment, parent, {}, str(pending_dir))
     tracker.on_trial_start(iteration=0, trials=[], trial=trial)
     report(tracker, trial, 1, **{"val/f1_macro": 0.4})
     restored = pickle.loads(pickle.dumps(tracker))  # Ray checkpoints callbacks by pickling
-    assert restored._client is None
+    assert restored.queue._client is None
 
     # The driver dies (the run stays RUNNING); a new driver resumes with a fresh tracker.
     assert get_or_create_parent_run(client, experiment, {}) == parent
-    resumed = TrialTracker(mlflow_server, experiment, parent, {})
+    resumed = TrialTracker(mlflow_server, experiment, parent, {}, str(pending_dir))
     resumed.on_trial_start(iteration=0, trials=[], trial=trial)
     for epoch in (2, 3):
         report(resumed, trial, epoch, **{"val/f1_macro": 0.4 + epoch / 10})
     resumed.on_trial_complete(iteration=3, trials=[], trial=trial)
 
     (run,) = trial_runs(client, parent)
-    assert run.info.run_id == restored._runs["t_00000"]
+    assert run.info.run_id == restored.queue._runs["t_00000"]
     assert run.info.status == "FINISHED"
     history = client.get_metric_history(run.info.run_id, "val/f1_macro")
     assert [m.step for m in history] == [1, 2, 3]
 
 
 def test_writes_to_an_unreachable_server_wait_in_a_file_the_next_tracker_replays(
-    client, experiment, make_trial, mlflow_server, medtune_home, caplog
+    client, experiment, make_trial, mlflow_server, pending_dir, caplog
 ):
     parent = get_or_create_parent_run(client, experiment, {})
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: every write fails
-    offline = TrialTracker(dead, experiment, parent, {"medtune.git": "abc123"})
+    offline = TrialTracker(dead, experiment, parent, {"medtune.git": "abc123"}, str(pending_dir))
     trial = make_trial("t_00000")
     started = time.monotonic()
     offline.on_trial_start(iteration=0, trials=[], trial=trial)  # raises nothing into Ray
@@ -337,14 +367,14 @@ def test_writes_to_an_unreachable_server_wait_in_a_file_the_next_tracker_replays
     assert trial_runs(client, parent) == []
     summary = offline.pending_summary()
     assert "6 MLflow writes" in summary and "6 metric points" in summary and dead in summary
-    assert offline.pending_path == medtune_home / "mlflow" / "pending" / f"{parent}.jsonl"
+    assert offline.pending_path == pending_dir / f"{parent}.jsonl"
     assert str(offline.pending_path) in summary and "server at " + dead in caplog.text
     restored = pickle.loads(pickle.dumps(offline))  # as Ray keeps it: without the queue ...
-    assert restored._queue == deque() and restored.pending_summary() == summary  # ... which the file holds
+    assert restored.queue._ops == deque() and restored.pending_summary() == summary  # ... which the file holds
     with offline.pending_path.open("a") as file:
         file.write('{"op": "metrics", "trial": "t_00000", "metr')  # a driver killed mid-line
 
-    replay = TrialTracker(mlflow_server, experiment, parent, {"medtune.git": "abc123"})
+    replay = TrialTracker(mlflow_server, experiment, parent, {"medtune.git": "abc123"}, str(pending_dir))
     assert replay.flush() == 0 and not offline.pending_path.exists()
     assert "Skipping a damaged line" in caplog.text
     (run,) = trial_runs(client, parent)
@@ -354,9 +384,9 @@ def test_writes_to_an_unreachable_server_wait_in_a_file_the_next_tracker_replays
     assert [(m.step, m.value) for m in history] == [(1, 0.1), (2, 0.2), (3, 0.3)]
 
 
-def test_collect_trials_reads_typed_configs(client, experiment, make_trial, mlflow_server):
+def test_collect_trials_reads_typed_configs(client, experiment, make_trial, mlflow_server, pending_dir):
     parent = get_or_create_parent_run(client, experiment, {})
-    tracker = TrialTracker(mlflow_server, experiment, parent, {})
+    tracker = TrialTracker(mlflow_server, experiment, parent, {}, str(pending_dir))
     for trial_id, epochs in (("t_00000", 3), ("t_00001", 1)):
         trial = make_trial(trial_id)
         tracker.on_trial_start(iteration=0, trials=[], trial=trial)

@@ -18,9 +18,9 @@ from mlflow import MlflowClient
 from ray import tune
 from ray.tune import Callback
 
-from mlflow_server import tracking
-from mlflow_server.server import ensure_server, stop_server
-from mlflow_server.tracking import TrialTracker, get_or_create_parent_run
+from mlflow_server import write_queue
+from mlflow_server.server import configure_client, ensure_server, stop_server
+from mlflow_server.tracker import TrialTracker, get_or_create_parent_run
 
 EPOCHS = 6
 XS = (1, 2, 3)  # one trial per x; two run at once on the 2-CPU cluster, the third after
@@ -65,9 +65,14 @@ def server(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         patch.delenv("MEDTUNE_MLFLOW_BACKEND", raising=False)
-        patch.setattr(tracking, "RETRY_S", 0.5)  # ask a down server again soon: a short test
+        patch.setattr(write_queue, "RETRY_S", 0.5)  # ask a down server again soon: a short test
+        configure_client()
         yield home, port, ensure_server(home=home, port=port)
         stop_server(home=home)
+
+
+def pending_dir(home: str) -> str:
+    return str(Path(home, "mlflow", "pending"))
 
 
 class Outage(Callback):
@@ -112,7 +117,7 @@ def run_experiment(tmp_path, uri: str, home: str, port: int, **outage) -> tuple[
     experiment = f"outage-{uuid.uuid4().hex[:8]}"
     ensure_server(home=home, port=port)  # up, whatever an earlier test left
     parent = get_or_create_parent_run(MlflowClient(uri), experiment, {})
-    tracker = TimedTracker(uri, experiment, parent, {}, home=home, end_wait_s=2.0)
+    tracker = TimedTracker(uri, experiment, parent, {}, pending_dir(home), end_wait_s=2.0)
     cut = Outage(home, port, str(tracker.pending_path), **outage)
     tuner = tune.Tuner(
         tune.with_resources(train, {"cpu": 1}),
@@ -197,11 +202,11 @@ def test_server_gone_until_the_end_leaves_an_exact_pending_file(tmp_path, server
 
     # tune-run --resume: Ray restores the tracker it pickled with the tuner, which replays the
     # file as the restored experiment (nothing left to run) starts.
-    tune.Tuner.restore(str(tmp_path / "ray" / tracker.experiment), trainable=train).fit()
+    tune.Tuner.restore(str(tmp_path / "ray" / tracker.queue.experiment), trainable=train).fit()
     assert not pending.exists()
     points = assert_complete(client, parent)
     shutil.copy(backup, pending)  # replayed twice, as after a crash before the file was removed
-    assert TrialTracker(uri, tracker.experiment, parent, {}, home=home).flush() == 0
+    assert TrialTracker(uri, tracker.queue.experiment, parent, {}, pending_dir(home)).flush() == 0
     assert assert_complete(client, parent) == points
     fault_log(fault="MLflow server stopped mid-run and not back before the experiment ended",
               outcome=f"run ended normally; exactly the {len(ops)} missing writes ({len(queued)} points) "

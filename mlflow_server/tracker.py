@@ -1,0 +1,167 @@
+"""One MLflow parent run per experiment and one nested run per trial, written by the Ray driver.
+
+The tracker turns Ray Tune's trial events into writes of the parent run's WriteQueue
+(mlflow_server.write_queue), so an unreachable server never stops the trials.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import numbers
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.utils import flatten_dict
+
+from mlflow_server.records import ERROR, MLFLOW_PARENT, PARENT, ROLE, TRIAL
+from mlflow_server.selection import last_epoch, reached_budget
+from mlflow_server.server import answers
+from mlflow_server.write_queue import WriteQueue
+from trainables.registry import flat_config
+
+# Confusion matrices a trainable reports ({"classes", "matrix", "rows", "columns"}) -> their artifacts.
+CONFUSION_FILES = {"val/confusion_matrix": "confusion_matrix.json", "test/confusion_matrix": "test_confusion_matrix.json"}
+END_WAIT_S = 30.0  # how long the end of an experiment waits for the server to write the rest
+
+log = logging.getLogger(__name__)
+
+
+def get_or_create_parent_run(client: MlflowClient, experiment: str, tags: dict) -> str:
+    """Return the id of the experiment's parent run (set RUNNING again), creating both if new.
+
+    A tracking server that does not answer is a RuntimeError naming its URI.
+    """
+    try:
+        return _parent_run(client, experiment, tags)
+    except MlflowException as exc:
+        if answers(client.tracking_uri):
+            raise
+        raise RuntimeError(
+            f"The MLflow tracking server at {client.tracking_uri} cannot be reached; start it "
+            "(tune-ui), or point MLFLOW_TRACKING_URI at a running server."
+        ) from exc
+
+
+def _parent_run(client: MlflowClient, experiment: str, tags: dict) -> str:
+    found = client.get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage != "active":
+        raise ValueError(
+            f"The MLflow experiment {experiment!r} is deleted; restore it with "
+            "`mlflow experiments restore` or choose another experiment name."
+        )
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    runs = client.search_runs([experiment_id], f"tags.`{ROLE}` = 'parent'", max_results=1)
+    if runs:
+        client.update_run(runs[0].info.run_id, status="RUNNING")
+        return runs[0].info.run_id
+    all_tags = {ROLE: "parent", **{key: str(value) for key, value in tags.items()}}
+    return client.create_run(experiment_id, tags=all_tags, run_name=experiment).info.run_id
+
+
+class TrialTracker(Callback):
+    """Ray Tune callback that logs each trial to its own run nested under `parent_run_id`.
+
+    It runs in the driver, the only writer. A trial that starts again (resume, retry,
+    unpause) continues the run tagged with its trial id instead of opening a second one.
+    Writes the server cannot take now wait in `<pending_dir>/<parent_run_id>.jsonl`.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        parent_run_id: str,
+        tags: dict[str, str],
+        pending_dir: str,
+        end_wait_s: float = END_WAIT_S,
+    ):
+        self.queue = WriteQueue(uri, experiment, parent_run_id, pending_dir)
+        self.tags = {key: str(value) for key, value in tags.items()}
+        self.end_wait_s = end_wait_s
+
+    @property
+    def pending_path(self) -> Path:
+        return self.queue.path
+
+    def flush(self, wait_s: float = 0.0) -> int:
+        """Write what is queued, waiting up to `wait_s` for the server; return the writes left."""
+        return self.queue.flush(wait_s)
+
+    def pending_summary(self) -> str | None:
+        """What could not be written (counts and the pending file), or None when nothing is."""
+        return self.queue.summary()
+
+    # --- Ray Tune hooks --------------------------------------------------------------------
+
+    def setup(self, **info):
+        """Write what an earlier driver of this parent run left in the pending file."""
+        self.flush()
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info):
+        self._submit(trial, {"op": "status", "status": "RUNNING"})
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info
+    ):
+        timestamp = int(time.time() * 1000)
+        step = last_epoch(result)
+        metrics = [
+            [key, float(value), timestamp, step]
+            for key, value in _flat_result(result).items()
+            if "/" in key and isinstance(value, numbers.Real) and not isinstance(value, bool)
+        ]
+        if metrics:
+            self._submit(trial, {"op": "metrics", "metrics": metrics})
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info):
+        """FINISHED when the last result reached its budget, else KILLED (the rule of
+        mlflow_server.selection.reached_budget, which the Optuna searcher follows too)."""
+        done = reached_budget(_flat_result(trial.last_result), flat_config(trial.config))
+        ops = [{"op": "text", "file": file, "text": json.dumps(matrix)} for key, file in CONFUSION_FILES.items()
+               if isinstance(matrix := (trial.last_result or {}).get(key), dict)]
+        status = RunStatus.to_string(RunStatus.FINISHED if done else RunStatus.KILLED)
+        self._submit(trial, *ops, {"op": "end", "status": status, "time": int(time.time() * 1000)})
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info):
+        """FAILED, tagged with the last line of Ray's error file (also logged as error.txt)."""
+        summary = "The trial failed without an error file; see the Ray Tune driver log."
+        ops = []
+        try:
+            text = Path(trial.error_file).read_text(errors="replace") if trial.error_file else ""
+        except OSError:
+            text = ""
+        if lines := text.strip().splitlines():
+            summary = lines[-1].strip()[:500]
+            ops.append({"op": "text", "file": Path(trial.error_file).name, "text": text})
+        ops.append({"op": "tag", "key": ERROR, "value": summary})
+        self._submit(trial, *ops, {"op": "end", "status": "FAILED", "time": int(time.time() * 1000)})
+
+    def on_experiment_end(self, trials: list[Trial], **info):
+        """Wait up to `end_wait_s` for the server to take the rest; warn with what is left."""
+        self.flush(self.end_wait_s)
+        if summary := self.pending_summary():
+            log.warning(summary)
+
+    def _submit(self, trial: Trial, *ops: dict) -> None:
+        """Queue `ops` for the trial's run, its creation first when new."""
+        first = [] if self.queue.knows(trial.trial_id) else [self._creation(trial)]
+        self.queue.put(*first, *({**op, "trial": trial.trial_id} for op in ops))
+
+    def _creation(self, trial: Trial) -> dict:
+        config = flat_config(trial.config)
+        parent = self.queue.parent_run_id
+        tags = {**self.tags, MLFLOW_PARENT: parent, PARENT: parent, ROLE: "trial", TRIAL: trial.trial_id}
+        params = {key: str(value) for key, value in config.items()}
+        return {"op": "create", "trial": trial.trial_id, "tags": tags, "params": params, "config": config}
+
+
+def _flat_result(result: dict) -> dict[str, Any]:
+    """A Ray result with nested metric dicts joined by "/"; Ray's echo of the config dropped."""
+    return flatten_dict({k: v for k, v in result.items() if k != "config"}, delimiter="/")
