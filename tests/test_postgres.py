@@ -7,21 +7,15 @@ and stops it after. It is skipped, saying why, where PostgreSQL cannot be found 
 
 import contextlib
 import glob
-import json
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
-import time
-import uuid
 
 import psycopg2
 import pytest
-from test_tracking_concurrency import BATCH_KEYS, STEPS, WRITERS, assert_every_point
-from test_tracking_concurrency import assert_no_lock_errors, free_port, hammer
-
-from mlflow_server.server import ensure_server, stop_server
+from test_tracking_concurrency import free_port, load_server
 
 
 def pg_program(name: str) -> str | None:
@@ -81,27 +75,15 @@ def postgres_uri():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_concurrent_writers_on_postgres_lose_nothing(postgres_uri, tmp_path, monkeypatch, fault_log):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MEDTUNE_MLFLOW_BACKEND", postgres_uri)  # how tune-run / tune-ui are pointed at it
-    home = str(tmp_path)
-    uri = ensure_server(home=home, port=free_port())
-    try:
-        record = json.loads((tmp_path / "mlflow" / "server.json").read_text())
-        assert record["backend"] == postgres_uri.replace("postgresql://", "postgresql+psycopg2://")
-        started = time.monotonic()
-        experiment_id = hammer(uri, f"load-{uuid.uuid4().hex[:8]}")
-        elapsed = time.monotonic() - started
-        points = assert_every_point(uri, experiment_id)
-    finally:
-        stop_server(home=home)
-    assert points == WRITERS * STEPS * (len(BATCH_KEYS) + 1)
+    record, experiment_id, points = load_server(tmp_path, "PostgreSQL", fault_log)
+    # the psycopg2 driver named, the user hidden as a password would be
+    assert record["backend"] == postgres_uri.replace("postgresql://medtune@", "postgresql+psycopg2://***@")
     assert not (tmp_path / "mlflow" / "mlflow.db").exists()  # nothing went to SQLite ...
     with contextlib.closing(psycopg2.connect(postgres_uri)) as db, db.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM metrics m JOIN runs r ON m.run_uuid = r.run_uuid "
                        "WHERE r.experiment_id = %s", (int(experiment_id),))  # fmt: skip
         assert cursor.fetchone()[0] == points  # ... every point is in PostgreSQL
-    assert_no_lock_errors(tmp_path / "mlflow" / "server.log")
-    fault_log(fault=f"{WRITERS} concurrent writer processes, PostgreSQL-backed server",
-              outcome=f"no lock errors; {points}/{points} metric points read back", writers=WRITERS,
-              points=points, seconds=round(elapsed, 1))

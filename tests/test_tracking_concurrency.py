@@ -1,9 +1,10 @@
 """Concurrent writers against the default SQLite-backed server: no lock errors, no lost points.
 
-`hammer` and `assert_every_point` are shared with tests/test_postgres.py, which runs the same
-load against a PostgreSQL-backed server.
+`load_server` is shared with tests/test_postgres.py, which runs the same load against a
+PostgreSQL-backed server.
 """
 
+import json
 import multiprocessing
 import os
 import socket
@@ -11,12 +12,13 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from mlflow_server.server import ensure_server, stop_server
 
 WRITERS = 8
-STEPS = 50
+STEPS = 10  # writes per writer: 2 x STEPS + 4 requests, all of them at once across writers
 BATCH_KEYS = ("load/a", "load/b", "load/c", "load/d")  # sent together through log_batch
 SINGLE_KEY = "load/e"  # sent one point at a time through log_metric
 LOCK_ERRORS = ("database is locked", "deadlock detected", "could not serialize")
@@ -101,20 +103,29 @@ def assert_no_lock_errors(log: Path) -> None:
     assert not [error for error in LOCK_ERRORS if error in text], text[-3000:]
 
 
-def test_concurrent_writers_on_sqlite_lose_nothing(tmp_path, monkeypatch, fault_log):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MEDTUNE_MLFLOW_BACKEND", raising=False)
-    home = str(tmp_path)
-    uri = ensure_server(home=home, port=free_port())
+def load_server(home: Path, store: str, fault_log) -> tuple[dict, str, int]:
+    """Start a server in `home` (its backend store from the environment), run `hammer` against it,
+    check every point and the server log, log the fault; return (server record, experiment id, points)."""
+    uri = ensure_server(home=str(home), port=free_port())
     try:
+        record = json.loads((home / "mlflow" / "server.json").read_text())
         started = time.monotonic()
         experiment_id = hammer(uri, f"load-{uuid.uuid4().hex[:8]}")
         elapsed = time.monotonic() - started
         points = assert_every_point(uri, experiment_id)
     finally:
-        stop_server(home=home)
+        stop_server(home=str(home))
     assert points == WRITERS * STEPS * (len(BATCH_KEYS) + 1)
-    assert_no_lock_errors(tmp_path / "mlflow" / "server.log")
-    fault_log(fault=f"{WRITERS} concurrent writer processes, SQLite-backed server",
+    assert_no_lock_errors(home / "mlflow" / "server.log")
+    fault_log(fault=f"{WRITERS} concurrent writer processes, {store}-backed server",
               outcome=f"no lock errors; {points}/{points} metric points read back", writers=WRITERS,
               points=points, seconds=round(elapsed, 1))
+    return record, experiment_id, points
+
+
+@pytest.mark.slow
+def test_concurrent_writers_on_sqlite_lose_nothing(tmp_path, monkeypatch, fault_log):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MEDTUNE_MLFLOW_BACKEND", raising=False)
+    record, _, _ = load_server(tmp_path, "SQLite", fault_log)
+    assert record["backend"] == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
