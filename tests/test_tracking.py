@@ -151,6 +151,7 @@ def test_server_binds_to_loopback_by_default(mlflow_server, mlflow_home, monkeyp
     assert "without authentication" not in caplog.text
 
 
+@pytest.mark.slow  # starts a server of its own
 def test_server_on_another_host_without_auth_warns(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     home, port = str(tmp_path), free_port()
@@ -167,6 +168,7 @@ def test_server_on_another_host_without_auth_warns(tmp_path, monkeypatch, caplog
         stop_server(home=home)
 
 
+@pytest.mark.slow  # starts a server of its own
 def test_server_with_auth_refuses_anonymous_requests(tmp_path, monkeypatch, caplog):
     pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs Flask-WTF (mlflow[auth])")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

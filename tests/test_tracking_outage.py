@@ -121,7 +121,7 @@ def run_experiment(tmp_path, uri: str, home: str, port: int, **outage) -> tuple[
     cut = Outage(home, port, str(tracker.pending_path), **outage)
     tuner = tune.Tuner(
         tune.with_resources(train, {"cpu": 1}),
-        param_space={"x": tune.grid_search(list(XS)), "sleep": 0.4, "train": {"epochs": EPOCHS}},
+        param_space={"x": tune.grid_search(list(XS)), "sleep": 0.2, "train": {"epochs": EPOCHS}},
         tune_config=tune.TuneConfig(reuse_actors=True),  # the third trial takes a started worker
         run_config=tune.RunConfig(name=experiment, storage_path=str(tmp_path / "ray"), verbose=0,
                                   callbacks=[cut, tracker]),
@@ -162,6 +162,7 @@ def assert_complete(client: MlflowClient, parent: str) -> int:
     return total
 
 
+@pytest.mark.slow
 def test_server_restarted_mid_run_loses_and_doubles_nothing(tmp_path, server, fault_log):
     home, port, uri = server
     tracker, cut, parent = run_experiment(tmp_path, uri, home, port, down_at=3, up_at=7)
@@ -176,6 +177,7 @@ def test_server_restarted_mid_run_loses_and_doubles_nothing(tmp_path, server, fa
               trials=len(XS), points=points, slowest_callback_s=round(tracker.slowest_s, 2))
 
 
+@pytest.mark.slow
 def test_server_gone_until_the_end_leaves_an_exact_pending_file(tmp_path, server, fault_log):
     home, port, uri = server
     tracker, _, parent = run_experiment(tmp_path, uri, home, port, down_at=2)
