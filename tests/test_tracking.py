@@ -82,11 +82,12 @@ def test_importing_the_tracking_modules_sets_no_environment():
 
 
 def test_redact_hides_the_credentials_of_every_url_in_a_string():
-    assert redact("postgresql+psycopg2://mlflow:s3cret@db:5432/runs") == "postgresql+psycopg2://***@db:5432/runs"
+    assert redact("postgresql://mlflow:s3cret@db:5432/runs") == "postgresql://***@db:5432/runs"
     assert redact("https://ghp_t0ken@github.com/org/repo.git") == "https://***@github.com/org/repo.git"
     assert redact("from http://a:b@h1/x to http://h2/y") == "from http://***@h1/x to http://h2/y"
     assert redact("user@example.org wrote /data/x@2x.png") == "user@example.org wrote /data/x@2x.png"
     assert redact("sqlite:///runs/mlflow/mlflow.db") == "sqlite:///runs/mlflow/mlflow.db"
+    assert redact("/data/COVID-19_Radiography_Dataset") == "/data/COVID-19_Radiography_Dataset"
     assert redact(0.5) == 0.5 and redact(None) is None and redact(["a://u:p@h"]) == ["a://u:p@h"]
 
 
