@@ -154,6 +154,17 @@ class TrainableSpec:
     def load_check(self) -> Callable[[dict], Any] | None:
         return _import(self.check) if self.check else None
 
+    def function(self) -> Callable[[dict], None]:
+        """The function trainable Ray runs: it imports the trainable (and torch) only inside the worker
+        and hands it the config flat; the one place where Ray's nested config is flattened."""
+        load = self.load
+
+        def train(config: dict) -> None:
+            load()(flat_config(config))
+
+        train.__name__ = self.name
+        return train
+
 
 def _import(target: str) -> Callable:
     module, func = target.split(":")
@@ -258,3 +269,14 @@ def nested_config(flat: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(group, {})
         node[leaf] = value
     return nested
+
+
+def flat_config(config: dict, prefix: str = "") -> dict:
+    """{'optim': {'lr': 1}} -> {'optim/lr': 1}: Ray Tune's nested config in the flat form trainables receive."""
+    flat: dict = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
