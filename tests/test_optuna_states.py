@@ -12,7 +12,8 @@ from mlflow import MlflowClient
 from optuna.storages import RDBStorage
 
 from search.experiment import Settings
-from search.runner import optuna_storage, run_experiment
+from search.home import ExperimentState
+from search.runner import run_experiment
 from search.searcher import ResumableOptunaSearch
 
 EPOCHS = 3
@@ -126,7 +127,7 @@ def test_a_trial_asha_stops_is_pruned_in_the_study_and_killed_in_mlflow(tracking
     runs = client.search_runs([client.get_experiment_by_name(settings.name).experiment_id],
                               "tags.`medtune.role` = 'trial'")
     runs = {r.data.tags["medtune.trial_id"]: r for r in runs}
-    study = optuna.load_study(study_name=settings.name, storage=optuna_storage(home))
+    study = optuna.load_study(study_name=settings.name, storage=ExperimentState(home, settings.name).optuna_storage)
     state = {"FINISHED": "COMPLETE", "KILLED": "PRUNED", "FAILED": "FAIL"}
     assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
     for trial in study.trials:
