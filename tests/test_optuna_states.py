@@ -8,6 +8,7 @@ import io
 import math
 
 import optuna
+import pytest
 from mlflow import MlflowClient
 from optuna.storages import RDBStorage
 
@@ -115,6 +116,7 @@ def space(trial):
 '''
 
 
+@pytest.mark.slow
 def test_a_trial_asha_stops_is_pruned_in_the_study_and_killed_in_mlflow(tracking_uri, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTUNE_CACHE", str(tmp_path / "cache"))  # inherited by the Ray workers
     (tmp_path / "asha_space.py").write_text(ASHA_SPACE)
