@@ -71,7 +71,8 @@ def run(exp: Experiment, home: str, resume: bool = False, address: str | None = 
     if os.path.exists(state.search_done):
         print(f"Experiment {exp.name!r} already ran its search; its summary again:", flush=True)
     else:
-        print(f"Experiment {exp.name!r}: {exp.trials.num_samples} trials of {exp.trainable.name} from "
+        n = exp.trials.num_samples
+        print(f"Experiment {exp.name!r}: {n} trial{'s' * (n != 1)} of {exp.trainable.name} from "
               f"{exp.source}; tracking at {uri}", flush=True)
         if not run_trials(exp, state, resume, address, uri, parent, tags):
             hint = f" Continue it with: {exp.resume_command}" if exp.resume_command else ""
