@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from search.errors import UsageError
 from search.home import ExperimentState
 from search.overrides import check_value
 from search.spacefile import Space
@@ -48,7 +49,11 @@ def default_name(space_path: str) -> str:
 
 def load_settings(home: str, name: str) -> Settings:
     """The settings tune-run saved for experiment `name` (its --resume)."""
-    return Settings(**ExperimentState(home, name).load_settings())
+    try:
+        return Settings(**ExperimentState(home, name).load_settings())
+    except TypeError:
+        raise UsageError(f"Experiment {name!r} in {home!r} is not a search (a re-train or an ablation); "
+                         f"tune-run --resume continues searches only.") from None
 
 
 def check_overrides(overrides: dict[str, Any], space: Space) -> None:

@@ -12,6 +12,7 @@ import yaml
 from PIL import Image
 
 from search.cli import run_main, train_main, ui_main
+from search.home import ExperimentState
 from trainables.registry import TRAINABLES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,6 +72,12 @@ def escaping_annotation(tmp):
     return [MEDFMC, *SMOKE, "--data", str(root)]
 
 
+def resume_of_a_retrain(tmp):
+    home = str(tmp.parent / "runs")  # the home fixture's
+    ExperimentState(home, "retrained").save_settings({"config_file": "best.yaml", "cpus_per_trial": 1.0})
+    return [CLASSIFICATION, "--name", "retrained", "--resume"]
+
+
 CASES = {
     "space file missing": (lambda tmp: [str(tmp / "absent.py")], "does not exist"),
     "space file not Python": (lambda tmp: [space_file(tmp, "x", "space.txt")], "is not a Python file"),
@@ -118,6 +125,7 @@ CASES = {
         lambda tmp: [TRIPLET, *SMOKE, "--set", "triplet/embedding_epochs=300"], "triplet/embedding_epochs=300"),
     "resume of an unknown experiment": (lambda tmp: [CLASSIFICATION, "--name", "never-ran", "--resume"],
                                         "no experiment named 'never-ran'"),
+    "resume of a re-train": (resume_of_a_retrain, "'retrained' in"),
     "unknown scheduler": (lambda tmp: [CLASSIFICATION, "--scheduler", "pbt2"], "Unknown scheduler 'pbt2'"),
 }
 
