@@ -2,7 +2,8 @@
 it will run before anything starts, start the tracking server and Ray, run the trials through one
 Ray Tune Tuner with the live view and the MLflow tracker, and summarise.
 
-    outcome = engine.run(Experiment(name, spec, objectives, Configs([config, ...], tags=[...])), home)
+    outcome = engine.run(Experiment(name, spec, objectives, Configs([config, ...], tags=[{...}, ...]),
+                                    source="best.yaml", settings={...}), home)
 
 An experiment is resumable by its name (resume=True), from the state `search.home` keeps for it.
 """
