@@ -62,13 +62,6 @@ CLIENT_ENV = {
 log = logging.getLogger(__name__)
 
 
-def results_dir() -> str:
-    """`$MEDTUNE_HOME`, else `./runs`, as an absolute path that exists."""
-    path = Path(os.environ.get("MEDTUNE_HOME") or "runs").resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return str(path)
-
-
 def configure_client() -> None:
     """Give the MLflow client in this process medtune's settings (CLIENT_ENV) where the
     environment sets none; call it before the first client. Calling it again changes nothing."""

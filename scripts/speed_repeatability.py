@@ -24,10 +24,9 @@ METRICS = ("perf/train_images_per_s", "perf/loader_images_per_s", "perf/epoch_s"
 def run_once(spec, config: dict, cpus: float, gpus: float, storage: str, name: str) -> dict:
     from ray import tune
 
-    from search.runner import lazy_trainable
     from trainables.registry import nested_config
 
-    tuner = tune.Tuner(tune.with_resources(lazy_trainable(spec), {"cpu": cpus, "gpu": gpus}),
+    tuner = tune.Tuner(tune.with_resources(spec.function(), {"cpu": cpus, "gpu": gpus}),
                        param_space=nested_config(config),
                        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0))
     result = tuner.fit()[0]

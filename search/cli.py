@@ -46,15 +46,15 @@ def _run_parser() -> argparse.ArgumentParser:
 
 def run_main(argv: list[str] | None = None) -> int:
     args = _run_parser().parse_args(argv)
-    from mlflow_server.server import results_dir
     from search.errors import UsageError
     from search.experiment import Settings, default_name, load_settings
+    from search.home import results_dir
     from search.overrides import parse_sets
     from search.runner import run_experiment
     from search.spacefile import load_space
     from trainables.data import DataError
 
-    home = results_dir()
+    home, space = results_dir(), None
     try:
         if args.resume:
             if not args.name:
@@ -73,7 +73,7 @@ def run_main(argv: list[str] | None = None) -> int:
                 time_budget=args.time_budget, max_failures=args.max_failures, seed=args.seed,
                 smoke_test=args.smoke_test, overrides=overrides,
             )
-        return run_experiment(settings, home, resume=args.resume, address=args.address)
+        return run_experiment(settings, home, resume=args.resume, address=args.address, space=space)
     except (UsageError, DataError) as exc:
         return _fail(exc)
 
@@ -106,10 +106,11 @@ def train_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from search.errors import UsageError
     from search.export import retrain
+    from trainables.data import DataError
 
     try:
         metrics = retrain(args.config, pareto=args.pareto, name=args.name, sets=args.set, cpus=args.cpus, gpus=args.gpus)
-    except (UsageError, RuntimeError) as exc:
+    except (UsageError, DataError, RuntimeError) as exc:
         return _fail(exc)
     print(final_metrics(metrics))
     return 0
@@ -141,7 +142,8 @@ def ui_main(argv: list[str] | None = None) -> int:
                         "$MLFLOW_TRACKING_PASSWORD become its admin and are what clients send")
     p.add_argument("--stop", action="store_true", help="stop the server this project started")
     args = p.parse_args(argv)
-    from mlflow_server.server import ensure_server, results_dir, stop_server
+    from mlflow_server.server import ensure_server, stop_server
+    from search.home import results_dir
 
     if args.stop:
         print("stopped" if stop_server(results_dir()) else "no server was running")

@@ -1,14 +1,14 @@
 """One experiment's settings, resolved from a space file and the command line, saved for --resume."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from search.errors import UsageError
+from search.home import ExperimentState
 from search.overrides import check_value
 from search.spacefile import Space
 
@@ -47,29 +47,13 @@ def default_name(space_path: str) -> str:
     return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def experiments_dir(home: str) -> str:
-    path = os.path.join(home, "experiments")
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
-def save_settings(home: str, settings: Settings) -> None:
-    path = os.path.join(experiments_dir(home), f"{settings.name}.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(asdict(settings), f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def load_settings(home: str, name: str) -> Settings:
-    path = os.path.join(experiments_dir(home), f"{name}.json")
-    if not os.path.isfile(path):
-        known = sorted(f[:-5] for f in os.listdir(experiments_dir(home)) if f.endswith(".json"))
-        raise UsageError(
-            f"There is no experiment named {name!r} to resume in {home!r}; "
-            f"experiments there: {', '.join(known) or 'none'}."
-        )
-    with open(path) as f:
-        return Settings(**json.load(f))
+    """The settings tune-run saved for experiment `name` (its --resume)."""
+    try:
+        return Settings(**ExperimentState(home, name).load_settings())
+    except TypeError:
+        raise UsageError(f"Experiment {name!r} in {home!r} is not a search (a re-train or an ablation); "
+                         f"tune-run --resume continues searches only.") from None
 
 
 def check_overrides(overrides: dict[str, Any], space: Space) -> None:

@@ -7,7 +7,6 @@ import time
 
 import yaml
 
-from mlflow_server.server import redact
 from search.errors import UsageError
 
 
@@ -23,6 +22,8 @@ def _parent_run(client, experiment: str):
 
 
 def _entry(record) -> dict:
+    from mlflow_server.server import redact
+
     return {"trial_id": record.trial_id, "run_id": record.run_id,
             "metrics": {k: v for k, v in sorted(record.metrics.items())},
             "config": {k: redact(v) for k, v in record.config.items()}}
@@ -38,7 +39,8 @@ def export_experiment(experiment: str, output: str) -> dict:
 
     from mlflow_server.selection import pareto_front
     from mlflow_server.records import collect_trials
-    from mlflow_server.server import configure_client, ensure_server, results_dir
+    from mlflow_server.server import configure_client, ensure_server
+    from search.home import results_dir
 
     configure_client()
     client = MlflowClient(ensure_server(results_dir()))
@@ -67,8 +69,13 @@ def export_experiment(experiment: str, output: str) -> dict:
 
 def retrain(path: str, pareto: int | None = None, name: str | None = None, sets: list[str] = (),
             cpus: float | None = None, gpus: float | None = None) -> dict:
-    """Train the exported best (or I-th Pareto) config once under Ray Tune, tracked in MLflow, and
-    evaluate it once on the held-out test split (eval/test): its test/* metrics beside the val/* ones."""
+    """Train the exported best (or I-th Pareto) config once through the engine, tracked in MLflow,
+    and evaluate it once on the held-out test split (eval/test): its test/* metrics beside the val/*
+    ones. The config is checked as a search's are (models, the trainable's rules, data) before Ray
+    starts; a failed training is a RuntimeError with its reason."""
+    from search import engine
+    from search.home import results_dir
+    from search.trials import Configs
     from trainables.registry import get_trainable
 
     if not os.path.isfile(path):
@@ -84,13 +91,24 @@ def retrain(path: str, pareto: int | None = None, name: str | None = None, sets:
         spec = get_trainable(doc["trainable"])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    config = exported_config(entry, spec, sets, path)
     resources = doc.get("resources", {})
+    cpus = cpus if cpus is not None else resources.get("cpus", 1.0)
+    gpus = gpus if gpus is not None else resources.get("gpus", 0.0)
     name = name or f"{doc.get('experiment', 'export')}-retrain-{time.strftime('%Y%m%d-%H%M%S')}"
-    return train_once(spec, config, name, doc.get("objectives", {}),
-                      cpus if cpus is not None else resources.get("cpus", 1.0),
-                      gpus if gpus is not None else resources.get("gpus", 0.0),
-                      source=entry.get("run_id", ""))
+    exp = engine.Experiment(
+        name=name, trainable=spec, objectives=doc.get("objectives", {}),
+        trials=Configs([exported_config(entry, spec, sets, path)]), source=path,
+        settings={"config_file": os.path.abspath(path), "pareto": pareto, "sets": list(sets),
+                  "cpus_per_trial": cpus, "gpus_per_trial": gpus},
+        tags={"medtune.retrain_of": entry.get("run_id", "")}, cpus_per_trial=cpus, gpus_per_trial=gpus,
+    )
+    outcome = engine.run(exp, results_dir())
+    if not outcome.records:
+        raise RuntimeError(f"Re-training {name!r} was interrupted before it ended.")
+    (record,) = outcome.records
+    if record.status != "FINISHED":
+        raise RuntimeError(f"Re-training failed: {outcome.errors.get(record.trial_id, record.status)}")
+    return {k: v for k, v in record.metrics.items() if "/" in k}
 
 
 def exported_config(entry: dict, spec, sets: list[str], where: str) -> dict:
@@ -100,37 +118,3 @@ def exported_config(entry: dict, spec, sets: list[str], where: str) -> dict:
 
     config = {**spec.defaults, **{k: check_value(k, v, spec.defaults, where) for k, v in entry["config"].items()}}
     return {**config, **parse_sets(list(sets), spec.defaults), TEST_KEY: True}
-
-
-def train_once(spec, config: dict, name: str, objectives: dict, cpus: float, gpus: float, source: str) -> dict:
-    import ray
-    from mlflow import MlflowClient
-    from ray import tune
-
-    from mlflow_server.server import configure_client, ensure_server, results_dir
-    from mlflow_server.tracker import TrialTracker, get_or_create_parent_run
-    from search.runner import lazy_trainable, quiet_libraries, start_ray
-    from search.preflight import fingerprint
-    from trainables.registry import nested_config
-
-    quiet_libraries()
-    configure_client()
-    uri = ensure_server(results_dir())
-    client = MlflowClient(uri)
-    tags = {"medtune.experiment": name, "medtune.trainable": spec.name, "medtune.retrain_of": source,
-            "medtune.data_fingerprint": fingerprint(config)}
-    parent = get_or_create_parent_run(client, name, tags)
-    client.log_param(parent, "objectives", json.dumps(objectives))
-    start_ray()
-    tuner = tune.Tuner(
-        tune.with_resources(lazy_trainable(spec), {"cpu": cpus, "gpu": gpus}),
-        param_space=nested_config(config),
-        run_config=tune.RunConfig(name=name, storage_path=os.path.join(results_dir(), "ray"), verbose=1, callbacks=[
-            TrialTracker(uri, name, parent, tags, os.path.join(results_dir(), "mlflow", "pending"))]),
-    )
-    result = tuner.fit()[0]
-    ray.shutdown()
-    client.set_terminated(parent, "FAILED" if result.error else "FINISHED")
-    if result.error:
-        raise RuntimeError(f"Re-training failed: {result.error}")
-    return {k: v for k, v in result.metrics.items() if "/" in k and isinstance(v, (int, float))}

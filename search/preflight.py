@@ -1,12 +1,14 @@
-"""Checks run in the driver before any trial starts: the configs a space can produce, the models
-they name and the data they read. Each problem is a UsageError or DataError naming the value."""
+"""Checks run in the driver before any trial starts, on the configs a command will run (a space's
+samples, or the fixed configs of a re-train or an ablation) and the choices they can take: the
+models they name, the trainable's own rules and the data they read. Each problem is a UsageError
+or DataError naming the value."""
 from __future__ import annotations
-
-from typing import Any
 
 from search.errors import UsageError
 from search.overrides import check_value
+from search.sampling import SpaceTrial
 from search.spacefile import Space
+from trainables.registry import TrainableSpec
 
 MODEL_KEYS = ("model/backbone", "model/encoder", "model/arch", "model/pretrained", "gate/backbone", "clip/model")
 SIGNATURE_KEYS = MODEL_KEYS + ("model/frozen_layers", "data/channels", "data/image_size")
@@ -15,41 +17,19 @@ DATA_KEYS = ("data/root", "data/layout", "data/split_files", "data/annotations",
 SAMPLES = 32  # random configs drawn to see what the space can produce
 
 
-class RecordingTrial:
-    """An Optuna trial that remembers every choice offered to suggest_categorical, and pins keys."""
-
-    def __init__(self, trial, pinned: dict[str, Any], choices: dict[str, set]):
-        self._trial, self._pinned, self._choices = trial, pinned, choices
-
-    def __getattr__(self, name: str):
-        attr = getattr(self._trial, name)
-        if not name.startswith("suggest_"):
-            return attr
-
-        def suggest(key: str, *args, **kwargs):
-            if name == "suggest_categorical":
-                self._choices.setdefault(key, set()).update(kwargs.get("choices", args[0] if args else ()))
-            return self._pinned[key] if key in self._pinned else attr(key, *args, **kwargs)
-
-        return suggest
-
-
 def sample_configs(space: Space, constants: dict, pinned: set[str], n: int = SAMPLES, seed: int = 0):
     """n full configs drawn by Optuna's random sampler from space(), every value type-checked,
     and every choice the space offers per key (including those not drawn)."""
     import optuna
 
-    from search.spacefile import load_module
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    space_fn = load_module(space.path).space
     configs, choices = [], {}
     fixed = {key: constants[key] for key in pinned}
     for _ in range(n):
         trial = study.ask()
         try:
-            space_fn(RecordingTrial(trial, fixed, choices))
+            space.space(SpaceTrial(trial, fixed, choices))
         except Exception as exc:
             raise UsageError(f"space() of {space.path!r} failed: {type(exc).__name__}: {exc}") from exc
         for key, value in trial.params.items():
@@ -63,8 +43,9 @@ def sample_configs(space: Space, constants: dict, pinned: set[str], n: int = SAM
     return configs, {k: v for k, v in choices.items() if k not in pinned}
 
 
-def check_models(space: Space, configs: list[dict], choices: dict[str, set]) -> None:
-    """Every model name and weights source the space can choose exists (before any download or build)."""
+def check_models(spec: TrainableSpec, configs: list[dict], choices: dict[str, set]) -> None:
+    """Every model name and weights source the configs name or can choose exists (before any download
+    or build)."""
     from trainables.models import check_model_config
 
     seen = set()
@@ -76,14 +57,14 @@ def check_models(space: Space, configs: list[dict], choices: dict[str, set]) -> 
                 continue
             seen.add(signature)
             try:
-                check_model_config(cfg, space.trainable.name)
+                check_model_config(cfg, spec.name)
             except (ValueError, FileNotFoundError) as exc:
                 raise UsageError(str(exc)) from None
 
 
-def check_trainable(space: Space, configs: list[dict]) -> None:
+def check_trainable(spec: TrainableSpec, configs: list[dict]) -> None:
     """The trainable's own rules (TrainableSpec.check; cheap, no training) on each config."""
-    check = space.trainable.load_check()
+    check = spec.load_check()
     if check is None:
         return
     for cfg in configs:
@@ -93,7 +74,7 @@ def check_trainable(space: Space, configs: list[dict]) -> None:
             raise UsageError(str(exc)) from None
 
 
-def check_data(space: Space, configs: list[dict], choices: dict[str, set]) -> list[str]:
+def check_data(spec: TrainableSpec, configs: list[dict], choices: dict[str, set]) -> list[str]:
     """Open (decode into the node cache) each data set the configs read and draw their subsets.
 
     Catches missing or empty folders, images without masks, corrupt images, annotation paths
@@ -108,7 +89,7 @@ def check_data(space: Space, configs: list[dict], choices: dict[str, set]) -> li
     for key, group in groups.items():
         cfg = group[0]
         ds = open_dataset(cfg["data/root"] or None, min(c["data/image_size"] for c in group), cfg["data/channels"],
-                          masks=space.trainable.needs_masks, layout=cfg["data/layout"],
+                          masks=spec.needs_masks, layout=cfg["data/layout"],
                           split_files=cfg["data/split_files"], annotations=cfg["data/annotations"],
                           on_bad_image=cfg["data/on_bad_image"], test_annotations=cfg["data/test_annotations"],
                           test_fraction=cfg["data/test_fraction"])  # part "search": sets test apart, undecoded
@@ -130,12 +111,12 @@ def check_data(space: Space, configs: list[dict], choices: dict[str, set]) -> li
     return notes
 
 
-def preflight(space: Space, constants: dict, pinned: set[str], seed: int = 0) -> list[str]:
-    """All the checks above; returns notes for the console."""
-    configs, choices = sample_configs(space, constants, pinned, seed=seed)
-    check_models(space, configs, choices)
-    check_trainable(space, configs)
-    return check_data(space, configs, choices)
+def preflight(spec: TrainableSpec, configs: list[dict], choices: dict[str, set]) -> list[str]:
+    """All the checks above on full flat configs of `spec` and the other values each key can take
+    (`choices`, e.g. a space's categorical choices); returns notes for the console."""
+    check_models(spec, configs, choices)
+    check_trainable(spec, configs)
+    return check_data(spec, configs, choices)
 
 
 def fingerprint(cfg: dict) -> str:

@@ -5,15 +5,15 @@ import sys
 import time
 
 from ray.tune import Callback
-from ray.tune.utils import flatten_dict
 
 from mlflow_server.selection import best, last_epoch, reached_budget
 from mlflow_server.records import TrialRecord
+from trainables.registry import flat_config
 
 
 def finished(trial) -> bool:
     """Whether a Ray trial that ended reached its budget (the tracker's FINISHED)."""
-    return reached_budget(trial.last_result, flatten_dict(trial.config, delimiter="/"))
+    return reached_budget(trial.last_result, flat_config(trial.config))
 
 
 class LiveView(Callback):

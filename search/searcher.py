@@ -7,9 +7,9 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
-from ray.tune.utils import flatten_dict
 
 from mlflow_server.selection import finite, last_epoch, reached_budget
+from trainables.registry import flat_config
 
 TRIAL_ID_ATTR = "trial_id"  # Optuna user attribute: the Ray trial id (the MLflow run's tag medtune.trial_id)
 INTERMEDIATE_ATTR = "intermediate/"  # + metric: {epoch: value} with several objectives
@@ -60,7 +60,7 @@ class ResumableOptunaSearch(OptunaSearch):
         if trial_id not in self._ot_trials and self._orphans:
             self._ot_trials[trial_id] = optuna.Trial(self._ot_study, self._orphans.pop(0))
         config = super().suggest(trial_id)
-        self._configs[trial_id] = flatten_dict(config, delimiter="/")
+        self._configs[trial_id] = flat_config(config)
         self._ot_trials[trial_id].set_user_attr(TRIAL_ID_ATTR, trial_id)
         return config
 

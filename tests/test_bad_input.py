@@ -1,5 +1,6 @@
 """Every bad input the issue lists is one clear error (exit 2, no traceback) raised before any trial
-starts, naming the offending value. Runs `tune-run` / `tune-ui` in process (one torch import)."""
+starts, naming the offending value. Runs `tune-run` / `tune-train` / `tune-ui` in process (one torch
+import)."""
 import importlib
 import os
 import socket
@@ -7,9 +8,11 @@ import socket
 import numpy as np
 import pytest
 import ray
+import yaml
 from PIL import Image
 
-from search.cli import run_main, ui_main
+from search.cli import run_main, train_main, ui_main
+from search.home import ExperimentState
 from trainables.registry import TRAINABLES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,6 +72,12 @@ def escaping_annotation(tmp):
     return [MEDFMC, *SMOKE, "--data", str(root)]
 
 
+def resume_of_a_retrain(tmp):
+    home = str(tmp.parent / "runs")  # the home fixture's
+    ExperimentState(home, "retrained").save_settings({"config_file": "best.yaml", "cpus_per_trial": 1.0})
+    return [CLASSIFICATION, "--name", "retrained", "--resume"]
+
+
 CASES = {
     "space file missing": (lambda tmp: [str(tmp / "absent.py")], "does not exist"),
     "space file not Python": (lambda tmp: [space_file(tmp, "x", "space.txt")], "is not a Python file"),
@@ -116,6 +125,7 @@ CASES = {
         lambda tmp: [TRIPLET, *SMOKE, "--set", "triplet/embedding_epochs=300"], "triplet/embedding_epochs=300"),
     "resume of an unknown experiment": (lambda tmp: [CLASSIFICATION, "--name", "never-ran", "--resume"],
                                         "no experiment named 'never-ran'"),
+    "resume of a re-train": (resume_of_a_retrain, "'retrained' in"),
     "unknown scheduler": (lambda tmp: [CLASSIFICATION, "--scheduler", "pbt2"], "Unknown scheduler 'pbt2'"),
 }
 
@@ -138,6 +148,43 @@ def test_bad_input_is_one_clear_error_before_any_trial(case, home, tmp_path, cap
     assert err.startswith("error: ") and err.count("error:") == 1 and needle in err and "Traceback" not in err, err
     assert not os.path.exists(home / "ray") and not ray.is_initialized()  # no trial was launched
     fault_log(fault=f"bad input: {case}", outcome=err.strip().splitlines()[0][:300], bad_inputs=1)
+
+
+def exported(tmp, **config):
+    """A tune-export YAML written by hand: one trial of the classification trainable."""
+    entry = {"trial_id": "t0", "run_id": "r0", "metrics": {"val/accuracy": 0.5},
+             "config": {"model/backbone": "test_resnet", "train/epochs": 1, **config}}
+    path = tmp / "best.yaml"
+    path.write_text(yaml.safe_dump({"experiment": "handmade", "space": "spaces/classification.py",
+                                    "trainable": "classification", "objectives": {"val/accuracy": "max"},
+                                    "resources": {"cpus": 1.0, "gpus": 0.0}, "best": entry, "pareto": [entry]}))
+    return str(path)
+
+
+TRAIN_CASES = {
+    "--set unknown model": (lambda tmp: [exported(tmp), "--set", "model/backbone=nope"], "Unknown timm model 'nope'"),
+    "exported unknown model": (lambda tmp: [exported(tmp, **{"model/backbone": "resnet5O"})], "resnet5O"),
+    "--set unknown positive class": (lambda tmp: [exported(tmp), "--set", "eval/positive_class=COVlD"],
+                                     "eval/positive_class='COVlD' is not a class"),
+    "--set data path missing": (lambda tmp: [exported(tmp), "--set", f"data/root={tmp / 'nowhere'}"],
+                                "does not exist"),
+    "--set wrong type": (lambda tmp: [exported(tmp), "--set", "train/epochs=two"], "train/epochs takes an integer"),
+    "config file missing": (lambda tmp: [str(tmp / "absent.yaml")], "does not exist"),
+    "not a tune-export file": (lambda tmp: [space_file(tmp, "a: 1\n", "best.yaml")], "is not a tune-export file"),
+    "--pareto out of range": (lambda tmp: [exported(tmp), "--pareto", "3"], "--pareto 3 is out of range"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_CASES))
+def test_bad_retrain_input_is_one_clear_error_before_ray_starts(case, home, tmp_path, capsys):
+    """tune-train checks its config as tune-run checks a space's (the same preflight) before the
+    tracking server or Ray starts."""
+    build, needle = TRAIN_CASES[case]
+    assert train_main(build(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("error:") == 1 and needle in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(home / "ray") and not os.path.exists(home / "mlflow") and not ray.is_initialized()
 
 
 @pytest.mark.parametrize("name", sorted(TRAINABLES))

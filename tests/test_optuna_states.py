@@ -8,11 +8,13 @@ import io
 import math
 
 import optuna
+import pytest
 from mlflow import MlflowClient
 from optuna.storages import RDBStorage
 
 from search.experiment import Settings
-from search.runner import optuna_storage, run_experiment
+from search.home import ExperimentState
+from search.runner import run_experiment
 from search.searcher import ResumableOptunaSearch
 
 EPOCHS = 3
@@ -114,6 +116,7 @@ def space(trial):
 '''
 
 
+@pytest.mark.slow
 def test_a_trial_asha_stops_is_pruned_in_the_study_and_killed_in_mlflow(tracking_uri, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTUNE_CACHE", str(tmp_path / "cache"))  # inherited by the Ray workers
     (tmp_path / "asha_space.py").write_text(ASHA_SPACE)
@@ -126,7 +129,7 @@ def test_a_trial_asha_stops_is_pruned_in_the_study_and_killed_in_mlflow(tracking
     runs = client.search_runs([client.get_experiment_by_name(settings.name).experiment_id],
                               "tags.`medtune.role` = 'trial'")
     runs = {r.data.tags["medtune.trial_id"]: r for r in runs}
-    study = optuna.load_study(study_name=settings.name, storage=optuna_storage(home))
+    study = optuna.load_study(study_name=settings.name, storage=ExperimentState(home, settings.name).optuna_storage)
     state = {"FINISHED": "COMPLETE", "KILLED": "PRUNED", "FAILED": "FAIL"}
     assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
     for trial in study.trials:

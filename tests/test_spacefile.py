@@ -1,7 +1,10 @@
 """Space files load and validate before any trial; --set overrides are type-checked."""
+import pickle
+
 import optuna
 import pytest
 
+from search.cli import run_main
 from search.errors import UsageError
 from search.overrides import parse_sets
 from search.sampling import SpaceSampler
@@ -74,7 +77,7 @@ def test_set_overrides_are_typed_and_unknown_keys_list_known_ones(tmp_path):
 def test_pinned_keys_are_not_searched_and_conditionals_work(tmp_path):
     space = load_space(write(tmp_path, GOOD))
     constants = {**space.defaults, "model/backbone": "test_resnet"}
-    sampler = SpaceSampler(space.path, constants, {"model/backbone"}, space.defaults)
+    sampler = SpaceSampler(space, constants, {"model/backbone"})
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen = set()
     for _ in range(20):
@@ -91,8 +94,35 @@ def test_pinned_keys_are_not_searched_and_conditionals_work(tmp_path):
 def test_space_sampling_an_unknown_key_is_an_error(tmp_path):
     text = GOOD.replace('"optim/momentum"', '"optim/momentun"')
     space = load_space(write(tmp_path, text))
-    sampler = SpaceSampler(space.path, space.defaults, set(), space.defaults)
+    sampler = SpaceSampler(space, space.defaults, set())
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     with pytest.raises(UsageError, match="optim/momentun"):
         for _ in range(20):
             sampler(study.ask())
+
+
+COUNTING = GOOD + '''
+import os
+with open(os.environ["SPACE_IMPORTS"], "a") as f:
+    f.write("x")
+'''
+
+
+def test_a_command_executes_the_space_file_once(tmp_path, monkeypatch, capsys):
+    """tune-run loads, validates and samples the space (preflight) from one import of the file; the
+    searcher Ray pickles with the experiment imports it again only as a restored copy (--resume)."""
+    imports = tmp_path / "imports"
+    imports.touch()
+    monkeypatch.setenv("SPACE_IMPORTS", str(imports))
+    monkeypatch.setenv("MEDTUNE_HOME", str(tmp_path / "runs"))
+    path = write(tmp_path, COUNTING)
+    assert run_main([path, "--data", str(tmp_path / "nowhere")]) == 2  # refused by the data check, the last one
+    assert "does not exist" in capsys.readouterr().err and imports.read_text() == "x"
+
+    space = load_space(path)
+    sampler = SpaceSampler(space, space.defaults, set())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    sampler(study.ask())
+    assert imports.read_text() == "xx"
+    pickle.loads(pickle.dumps(sampler))(study.ask())
+    assert imports.read_text() == "xxx"

@@ -27,7 +27,7 @@ from ray.tune.experiment import Trial
 from mlflow_server.pareto import log_pareto, pareto_figure, pareto_table
 from mlflow_server.selection import eligible, pareto_front
 from mlflow_server.records import TrialRecord, collect_trials
-from mlflow_server.server import CLIENT_ENV, configure_client, ensure_server, redact, results_dir, stop_server
+from mlflow_server.server import CLIENT_ENV, configure_client, ensure_server, redact, stop_server
 from mlflow_server.tracker import TrialTracker, get_or_create_parent_run
 
 CONFIG = {"train": {"epochs": 3}, "optim": {"name": "adam", "lr": 0.001}, "model": {"arch": "unet"}}
@@ -54,12 +54,6 @@ def free_port() -> int:
 # --- server ------------------------------------------------------------------------------
 
 
-def test_results_dir_is_medtune_home_else_runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("MEDTUNE_HOME", str(tmp_path / "home"))
-    assert results_dir() == str(tmp_path / "home") and (tmp_path / "home").is_dir()
-    monkeypatch.delenv("MEDTUNE_HOME")
-    monkeypatch.chdir(tmp_path)
-    assert results_dir() == str(tmp_path / "runs")
 
 
 def test_configure_client_keeps_the_users_settings_and_changes_nothing_when_called_again(monkeypatch):

@@ -154,6 +154,17 @@ class TrainableSpec:
     def load_check(self) -> Callable[[dict], Any] | None:
         return _import(self.check) if self.check else None
 
+    def function(self) -> Callable[[dict], None]:
+        """The function trainable Ray runs: it imports the trainable (and torch) only inside the worker
+        and hands it the config flat; the one place where Ray's nested config is flattened."""
+        load = self.load
+
+        def train(config: dict) -> None:
+            load()(flat_config(config))
+
+        train.__name__ = self.name
+        return train
+
 
 def _import(target: str) -> Callable:
     module, func = target.split(":")

@@ -1,0 +1,140 @@
+"""What the engine runs: a search over a space (Optuna sampler + scheduler), or a fixed list of configs
+(a re-train, an ablation). Each gives the configs preflight checks, and Ray Tune's search algorithm,
+scheduler and trial count; the engine does the rest the same way for both."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from search.errors import UsageError
+from search.spacefile import Space
+
+# --scheduler name -> Ray Tune's scheduler name and its parameters besides metric, mode and max_t
+# (tune.create_scheduler passes each scheduler only the parameters it takes).
+SCHEDULERS = {
+    "asha": ("async_hyperband", {"grace_period": 1, "reduction_factor": 2}),
+    "fifo": ("fifo", {}),
+    "median": ("median_stopping_rule", {"grace_period": 1}),
+    "hyperband": ("hyperband", {}),
+}
+
+
+def make_scheduler(name: str, metric: str, mode: str, max_t: int):
+    from ray import tune
+
+    if name not in SCHEDULERS:
+        raise UsageError(f"Unknown scheduler {name!r}; accepted: {', '.join(SCHEDULERS)}.")
+    ray_name, params = SCHEDULERS[name]
+    return tune.create_scheduler(ray_name, metric=metric, mode=mode, max_t=max_t, **params)
+
+
+class Trials:
+    """What Search and Configs have in common; the defaults of the hooks only one of them needs."""
+
+    num_samples: int
+
+    def after(self, name: str, optuna_storage: str) -> None:
+        """Runs once the trials have all ended."""
+
+    def trial_tags(self, config: dict) -> dict[str, str]:
+        """The MLflow tags of the trial run of `config` (a trial's flat config as tracked)."""
+        return {}
+
+
+@dataclass
+class Search(Trials):
+    """num_samples trials whose configs an Optuna sampler draws from a space file's space(trial),
+    starting from `constants`; `pinned` keys are fixed, not searched. A scheduler stops poor trials
+    on the first objective."""
+
+    space: Space
+    constants: dict
+    pinned: set[str]
+    num_samples: int
+    sampler: str = "tpe"
+    scheduler: str = "asha"
+    seed: int = 0
+
+    def checked(self) -> tuple[list[dict], dict[str, set]]:
+        """Configs the space can produce, and every choice it offers, for preflight."""
+        from search.preflight import sample_configs
+        from search.sampling import make_sampler
+
+        make_scheduler(self.scheduler, *self.space.primary, self.constants["train/epochs"])
+        make_sampler(self.sampler, self.seed)
+        return sample_configs(self.space, self.constants, self.pinned, seed=self.seed)
+
+    def tuner_args(self, objectives: dict[str, str], name: str, optuna_storage: str) -> tuple[dict, dict]:
+        """Ray Tune's param_space and TuneConfig arguments: the searcher draws every config."""
+        from optuna.storages import RDBStorage
+
+        from search.sampling import SpaceSampler, make_sampler
+        from search.searcher import ResumableOptunaSearch
+
+        metrics, modes = list(objectives), list(objectives.values())
+        searcher = ResumableOptunaSearch(
+            space=SpaceSampler(self.space, self.constants, self.pinned),
+            metric=metrics if len(metrics) > 1 else metrics[0],
+            mode=modes if len(modes) > 1 else modes[0],
+            sampler=make_sampler(self.sampler, self.seed),
+            study_name=name,
+            storage=RDBStorage(optuna_storage),
+        )
+        scheduler = make_scheduler(self.scheduler, metrics[0], modes[0], self.constants["train/epochs"])
+        return {}, {"search_alg": searcher, "scheduler": scheduler, "num_samples": self.num_samples}
+
+    def record(self) -> dict:
+        return {"constants": self.constants}
+
+    def after(self, name: str, optuna_storage: str) -> None:
+        """Mark FAIL the Optuna trials still RUNNING once the search is over.
+
+        A resumed search re-attaches the asks its killed predecessor left (ResumableOptunaSearch);
+        asks can still be left when a time budget or a stop ends the search before they ran.
+        """
+        import optuna
+
+        study = optuna.load_study(study_name=name, storage=optuna_storage)
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+@dataclass
+class Configs(Trials):
+    """Full flat configs, each trained once to the end in the given order (Ray Tune's
+    BasicVariantGenerator with them as its points to evaluate, so a resume continues the list),
+    and per config the MLflow tags of its trial run (e.g. an ablation's factor, level and seed)."""
+
+    configs: list[dict]
+    tags: list[dict[str, str]] = field(default_factory=list)  # empty, or one dict per config
+
+    def __post_init__(self):
+        if not self.configs:
+            raise UsageError("There is no config to train.")
+        if self.tags and len(self.tags) != len(self.configs):
+            raise ValueError(f"{len(self.tags)} tag sets for {len(self.configs)} configs; give one per config.")
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.configs)
+
+    def checked(self) -> tuple[list[dict], dict[str, set]]:
+        return self.configs, {}
+
+    def tuner_args(self, objectives: dict[str, str], name: str, optuna_storage: str) -> tuple[dict, dict]:
+        """Ray Tune's param_space (every key the configs set; Ray takes points only for keys it
+        has) and TuneConfig arguments: each config one point to evaluate, trained to the end."""
+        from ray.tune.schedulers import FIFOScheduler
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        from trainables.registry import nested_config
+
+        keys = nested_config({key: value for config in self.configs for key, value in config.items()})
+        points = [nested_config(config) for config in self.configs]
+        return keys, {"search_alg": BasicVariantGenerator(points_to_evaluate=points), "scheduler": FIFOScheduler(),
+                      "num_samples": len(points)}
+
+    def record(self) -> dict:
+        return {"configs": self.configs}
+
+    def trial_tags(self, config: dict) -> dict[str, str]:
+        return next((tags for cfg, tags in zip(self.configs, self.tags) if cfg == config), {})
