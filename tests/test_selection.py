@@ -16,7 +16,9 @@ from mlflow_server.tracker import get_or_create_parent_run
 from search.errors import UsageError
 from search.experiment import Settings
 from search.export import export_experiment
-from search.runner import summarize, tracking_tags
+from search.home import ExperimentState
+from search.runner import search_experiment
+from search.summary import summarize
 from search.spacefile import load_space
 
 MAX2 = {"f1": "max", "speed": "max"}
@@ -127,9 +129,9 @@ def test_summary_and_pareto_artifact_pick_the_same_best(experiment, tmp_path):
     settings = Settings(name=name, space_path=space.path, num_samples=len(TRIALS))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = summarize(client, client.tracking_uri, settings, space, parent, str(tmp_path / "home"),
-                         tracking_tags(settings, space, ""))
-    assert code == 0
+        outcome = summarize(client, search_experiment(settings, space), ExperimentState(str(tmp_path / "home"), name),
+                            parent, {})
+    assert outcome.code == 0
     table = out.getvalue().split(f"Pareto front ({F1} max, {SPEED} max):\n")[1].splitlines()
     assert [line.split()[0] for line in table[2:4]] == ["t_best", "t_same"]
     assert "Best: t_best " in out.getvalue()
