@@ -71,7 +71,10 @@ def parse_factors(items: list[str], known: dict[str, Any]) -> dict[str, list]:
         if key in factors:
             raise UsageError(f"--factor {key} is given twice; give each factor once with all its levels.")
         _check_key(key, known, "--factor")
-        factors[key] = [parse_value(key, level.strip(), known) for level in text.split(",")]
+        try:
+            factors[key] = [parse_value(key, level.strip(), known) for level in text.split(",")]
+        except UsageError as exc:  # parse_value speaks of --set, the flag it was written for
+            raise UsageError(str(exc).replace("--set ", "--factor ", 1)) from None
     return factors
 
 
@@ -89,7 +92,7 @@ def check_factors(factors: Any, known: dict[str, Any], vary: str, where: str) ->
         if not isinstance(levels, (list, tuple)) or len(levels) < 2:
             raise UsageError(f"{key}={levels!r} in {where} is not accepted: a factor needs a list of at least two "
                              f"levels (the baseline's own value is one of the comparisons).")
-        typed = tuple(check_value(key, level, known, f"{where} ({key})") for level in levels)
+        typed = tuple(check_value(key, level, known, where) for level in levels)
         if len(set(typed)) < len(typed):
             twice = next(level for level in typed if typed.count(level) > 1)
             raise UsageError(f"{key} level {twice!r} in {where} is given twice; give each level once.")
