@@ -4,7 +4,8 @@ error = a * n**(-b) + c, with error = 1 - metric for a metric to maximise (the m
 minimise) and n the labelled training data (images, or shots per class). It is fitted to every run's
 value with `scipy.optimize.curve_fit`; its uncertainty comes from `scipy.stats.bootstrap` over seeds
 (whole seeds resampled with replacement, refitted; percentile interval), so the spread between seeds
-is what the interval reflects.
+is what the interval reflects. Resamples that cannot be refitted (a failed run leaves too few data
+sizes) are left out of the percentiles; with more than 10% of them there is no interval.
 """
 from __future__ import annotations
 
@@ -68,6 +69,11 @@ class LearningCurve:
     low: float
     high: float
 
+    def metric_at(self, n):
+        """The metric the fit predicts at data size n."""
+        error = self.fit.error(n)
+        return 1.0 - error if self.mode == "max" else error
+
     def sentence(self) -> str:
         amount = "{:.0%}" if self.unit.startswith("of ") else "{:,.0f}"
         interval = f"[{self.low:+.4f}, {self.high:+.4f}]" if math.isfinite(self.low) else "not available"
@@ -109,7 +115,8 @@ def learning_curve(seeds, n, values, metric: str, mode: str, unit: str, resample
     if len(ids) >= 2:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # degenerate resamples (identical seeds) are part of the bootstrap
-            interval = stats.bootstrap((ids,), statistic, vectorized=False, n_resamples=resamples,
-                                       method="percentile", confidence_level=0.95, rng=rng).confidence_interval
-        low, high = float(interval.low), float(interval.high)
+            spread = stats.bootstrap((ids,), statistic, vectorized=False, n_resamples=resamples, method="percentile",
+                                     rng=rng).bootstrap_distribution
+        if np.isfinite(spread).mean() >= 0.9:  # the percentile interval of the resamples that could be refitted
+            low, high = np.nanpercentile(spread, [2.5, 97.5]).tolist()
     return LearningCurve(metric, mode, unit, fit, top, _doubling(fit, top, mode), low, high)
