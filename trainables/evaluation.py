@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from scipy.stats import bootstrap
 
-from trainables.augment import ArrayDataset
 from trainables.data import ImageSet
+from trainables.data.arrays import ArrayDataset
 from trainables.metrics import Outputs
 
 # The metrics that get an interval, where the task reports them (and their _gated variants).
