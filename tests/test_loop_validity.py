@@ -10,8 +10,9 @@ from torch import nn
 
 from trainables import classification, multitask
 from trainables.batchnorm import reestimate_batchnorm
-from trainables.loop import (Speed, peak_memory_mb, prepare_data, prepare_validation, reset_peak_memory, start_trial,
-                             train_epoch, trial_loader)
+from trainables.loop import prepare_validation, start_trial, train_epoch
+from trainables.speed import Speed, peak_memory_mb, reset_peak_memory
+from trainables.trial_data import prepare_data, trial_loader
 from trainables.models import frozen_norms
 from trainables.optim import make_optimizer, make_schedule, set_epoch_lr
 from trainables.registry import TRAINABLES

@@ -73,7 +73,7 @@ def straight_and_killed(name: str, config: dict, kill_epoch: int, log: str, stor
     killed = killed_after_epoch(trainable, kill_epoch, log)
 
     def run(config):
-        (killed if config.pop("kill") else trainable)(config)
+        (killed if config["kill"] else trainable)({k: v for k, v in config.items() if k != "kill"})
 
     tuner = tune.Tuner(
         tune.with_resources(run, {"cpu": 1}),

@@ -15,7 +15,8 @@ from search.spacefile import load_module
 from trainables.clip_models import load_clip
 from trainables.data import generate_annotation_list, generate_covid_radiography
 from trainables.data.synthetic.covid_radiography import CLASSES
-from trainables.loop import evaluate_once, open_data, prepare_data, start_trial
+from trainables.loop import evaluate_once, start_trial
+from trainables.trial_data import open_data, prepare_data
 from trainables.prompts import class_prompts, parse_prompt_sets, readable, select_prompt_set
 from trainables.registry import TRAINABLES, nested_config, value_problem
 from trainables.zeroshot import TASK, check, image_features, text_classifier, train, zero_shot_logits

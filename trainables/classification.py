@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from trainables.losses import class_loss
-from trainables.loop import Data, Task, fit
+from trainables.loop import Task, fit
+from trainables.trial_data import Data
 from trainables.metrics import Evaluation, Outputs, classification_score, probabilities
 from trainables.models import create_classifier, freeze_classifier
 

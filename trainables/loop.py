@@ -1,4 +1,4 @@
-"""The training loop every trainable shares: data, optimiser, epochs, speed, checkpoints, reports.
+"""The training loop every trainable shares: epochs, phases, optimiser, checkpoints, reports.
 
 Every trainable is a `Task` run by `fit`. Each epoch: a training pass (frozen parts' normalisation in eval
 mode, see models.train_mode), then the trained BatchNorm layers' statistics re-estimated on un-augmented
@@ -8,15 +8,12 @@ A task with phases gets a fresh optimizer and schedule at the start of each phas
 a task where nothing trains is evaluated once and that result reported for every epoch."""
 from __future__ import annotations
 
-import dataclasses
-import logging
 import math
 import os
 import random
-import resource
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -24,18 +21,13 @@ import torch
 from ray import tune
 from torch import nn
 
-from trainables.augment import build_transforms
 from trainables.batchnorm import reestimate_batchnorm
-from trainables.data import ImageSet, fraction_subset, open_dataset, shots_subset, train_val_split
-from trainables.data.arrays import ArrayDataset
-from trainables.data.normalization import normalization
 from trainables.evaluation import test_metrics
 from trainables.loading import TrialLoader
 from trainables.models import train_mode
 from trainables.optim import make_optimizer, make_schedule, set_epoch_lr
-
-WARMUP_STEPS = 3  # training steps of each worker process (start or restart) left out of the model's throughput
-log = logging.getLogger(__name__)
+from trainables.speed import Speed, reset_peak_memory
+from trainables.trial_data import Data, prepare_data, trial_loader, with_transform
 
 
 @dataclass(frozen=True)
@@ -63,43 +55,14 @@ class Task:
     transform(model) -> the transform of every image, replacing the config's (a model's own preprocessing)
     """
 
-    build: Callable[[dict, "Data"], nn.Module]
+    build: Callable[[dict, Data], nn.Module]
     loss: Callable[[nn.Module, tuple, dict], torch.Tensor] | None
-    evaluate: Callable[[nn.Module, TrialLoader, dict, "Data", torch.device], dict]
+    evaluate: Callable[[nn.Module, TrialLoader, dict, Data, torch.device], dict]
     masks: bool
     check: Callable[[dict], object] | None = None
     phases: Callable[[dict], tuple[Phase, ...]] | None = None
     enter: Callable[[nn.Module, int, dict], None] | None = None
     transform: Callable[[nn.Module], Callable] | None = None
-
-
-@dataclass(frozen=True)
-class Data:
-    """A trial's data: the decoded set, its split and subsets, and the datasets built on them."""
-
-    ds: ImageSet
-    train_idx: np.ndarray
-    val_idx: np.ndarray
-    mean: list[float]
-    std: list[float]
-    train_set: ArrayDataset
-    val_set: ArrayDataset
-    positive: int = 1  # binary data: the label of eval/positive_class (default the second class)
-
-    @property
-    def classes(self) -> list[str]:
-        return self.ds.classes
-
-    @property
-    def multilabel(self) -> bool:
-        return self.ds.multilabel
-
-    def class_index(self, name: str, key: str) -> int:
-        """The label of class `name`; an unknown name is an error listing the classes."""
-        if name not in self.ds.classes:
-            raise ValueError(f"{key}={name!r} is not a class of this data set; its classes are: "
-                             f"{', '.join(self.ds.classes)}.")
-        return self.ds.classes.index(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -113,58 +76,6 @@ def trial_cpus() -> int:
         return max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)))
     except Exception:  # outside a Tune trial
         return os.cpu_count() or 1
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start measuring this trial's peak memory (see peak_memory_mb)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets the process's peak resident set size (VmHWM) to its current size
-    except OSError as err:
-        log.warning("The peak memory cannot be reset (%s); perf/peak_mem_mb is this process's lifetime peak.", err)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """The trial's peak memory in MiB since reset_peak_memory: on a GPU the most allocated by torch on it;
-    on CPU the trial process's peak resident set size (VmHWM; loader workers not included). Where
-    /proc/self/clear_refs cannot be written, the process's lifetime peak, which in a reused Ray worker
-    includes earlier trials (a warning says so)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # kB
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def open_data(cfg: dict, masks: bool, part: str = "search") -> ImageSet:
-    """The decoded data set a config names (data/root in data/layout; empty: generated data): its train+val
-    images (part "search"), or only its held-out test images (part "test", for the final evaluation)."""
-    return open_dataset(cfg["data/root"] or None, cfg["data/image_size"], cfg["data/channels"], masks=masks,
-                        layout=cfg["data/layout"], split_files=cfg["data/split_files"],
-                        annotations=cfg["data/annotations"], on_bad_image=cfg["data/on_bad_image"], part=part,
-                        test_annotations=cfg["data/test_annotations"], test_fraction=cfg["data/test_fraction"])
-
-
-def prepare_data(cfg: dict, masks: bool) -> Data:
-    """Open the data set, split it, draw the fraction / k-shot subset, build the datasets."""
-    ds = open_data(cfg, masks)
-    train_idx, val_idx = train_val_split(ds, cfg["data/val_fraction"], cfg["data/split_seed"])
-    train_idx = fraction_subset(train_idx, ds.labels, cfg["data/fraction"], cfg["data/split_seed"])
-    if cfg["data/shots_per_class"]:
-        train_idx = shots_subset(train_idx, ds.labels, cfg["data/shots_per_class"], cfg["data/split_seed"], ds.classes)
-    mean, std = normalization(cfg, ds.images, train_idx)
-    mask_arr = ds.masks if masks else None
-    data = Data(ds, train_idx, val_idx, mean, std,
-                ArrayDataset(ds.images, ds.labels, train_idx, build_transforms(cfg, mean, std, True), mask_arr),
-                ArrayDataset(ds.images, ds.labels, val_idx, build_transforms(cfg, mean, std, False), mask_arr))
-    if not cfg["eval/positive_class"]:
-        return data
-    return replace(data, positive=data.class_index(cfg["eval/positive_class"], "eval/positive_class"))
 
 
 def device_for_trial() -> torch.device:
@@ -201,63 +112,6 @@ def start_trial(cfg: dict, task: Task) -> tuple[torch.device, Data, nn.Module, T
     if task.transform:
         data = with_transform(data, task.transform(model))
     return device, data, model, trial_loader(data, cfg, device)
-
-
-def with_transform(data: Data, transform: Callable) -> Data:
-    """data whose datasets pass every image through `transform` instead of the config's transforms."""
-    return replace(data, train_set=replace_transform(data.train_set, transform),
-                   val_set=replace_transform(data.val_set, transform))
-
-
-def replace_transform(dataset: ArrayDataset, transform: Callable) -> ArrayDataset:
-    return ArrayDataset(dataset.images, dataset.labels, dataset.indices, transform, dataset.masks)
-
-
-def trial_loader(data: Data, cfg: dict, device: torch.device) -> TrialLoader:
-    """The trial's loader of the datasets "train" (augmented), "train_plain" (the training subset through the
-    validation transforms) and "val"."""
-    datasets = {"train": data.train_set, "train_plain": replace_transform(data.train_set, data.val_set.transform),
-                "val": data.val_set}
-    return TrialLoader(datasets, cfg["train/batch_size"], int(cfg["train/seed"]), cfg["data/workers"],
-                       pin=device.type == "cuda")
-
-
-@dataclass
-class Speed:
-    """A trial's training speed. Saved in its checkpoint: the throughput (images / seconds) of each step
-    after warm-up, the loader's busy time (images, seconds) and the training seconds so far; per worker
-    process: the throughput of its warm-up steps (the first WARMUP_STEPS after a start or restart)."""
-
-    step_rates: list[float] = dataclasses.field(default_factory=list)
-    loader_images: int = 0
-    loader_s: float = 0.0
-    train_total_s: float = 0.0
-    warmup_rates: list[float] = dataclasses.field(default_factory=list, metadata={"process": True})
-
-    def state(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("process")}
-
-    def add_step(self, images: int, seconds: float, load_s: float) -> None:
-        self.loader_images, self.loader_s = self.loader_images + images, self.loader_s + load_s
-        warm = len(self.warmup_rates) >= WARMUP_STEPS
-        (self.step_rates if warm else self.warmup_rates).append(images / seconds)
-
-    def metrics(self, epoch_s: float, workers: int, device: torch.device) -> dict:
-        """perf/train_images_per_s: the median over the training steps of the trial after the warm-up steps
-        of each worker process (until there is one, over the warm-up steps) of a step's images per second,
-        a step being from the batch in hand to the optimizer's update done (transfer, forward, backward,
-        update; synchronised on a GPU): the model's throughput, without loader waits, and the median
-        so that a neighbour's burst on a shared machine does not move it.
-        perf/loader_images_per_s: see trainables.loading (busy time of the loader, times its workers).
-        perf/epoch_s: wall-clock seconds of this epoch's training pass; perf/train_total_s: their sum.
-        perf/peak_mem_mb: see peak_memory_mb."""
-        return {
-            "perf/train_images_per_s": float(np.median(self.step_rates or self.warmup_rates or [0.0])),
-            "perf/loader_images_per_s": max(workers, 1) * self.loader_images / self.loader_s if self.loader_s else 0.0,
-            "perf/epoch_s": epoch_s,
-            "perf/train_total_s": self.train_total_s,
-            "perf/peak_mem_mb": peak_memory_mb(device),
-        }
 
 
 def training_step(model, batch: tuple, loss_fn, optimizer, epoch: int, step: int, cfg: dict) -> float:

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from trainables.losses import check_segmentation_loss, segmentation_loss
-from trainables.loop import Data, Task, fit
+from trainables.loop import Task, fit
+from trainables.trial_data import Data
 from trainables.metrics import Evaluation, Outputs, classification_metrics, mask_metrics, predict_gated
 from trainables.models import create_segmenter, freeze_encoder
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from trainables.losses import check_segmentation_loss, class_loss, segmentation_loss
-from trainables.loop import Data, Task, fit
+from trainables.loop import Task, fit
+from trainables.trial_data import Data
 from trainables.metrics import Evaluation, MaskStats, Outputs, class_scores, mask_metrics, predict_gated
 from trainables.models import create_classifier, create_segmenter, freeze_encoder
 

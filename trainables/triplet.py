@@ -25,7 +25,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
 from trainables.augment import strong_augmentation
-from trainables.loop import Data, Phase, Task, fit
+from trainables.loop import Phase, Task, fit
+from trainables.trial_data import Data
 from trainables.losses import class_loss, triplet_loss
 from trainables.metrics import Evaluation, Outputs, classification_metrics, classification_score, probabilities
 from trainables.mining import check_mining, mine

@@ -38,7 +38,9 @@ from torchvision.transforms import v2
 
 from trainables.clip_models import Clip, check_clip, load_clip
 from trainables.loading import TrialLoader
-from trainables.loop import Data, Speed, Task, fit
+from trainables.loop import Task, fit
+from trainables.speed import Speed
+from trainables.trial_data import Data
 from trainables.metrics import Evaluation, Outputs, classification_score
 from trainables.prompts import class_prompts, select_prompt_set
 
