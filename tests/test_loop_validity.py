@@ -31,6 +31,7 @@ def trained_one_epoch(task, cfg: dict):
     return model, data, loader, device
 
 
+@pytest.mark.slow
 def test_validation_after_a_few_steps_reflects_the_weights():
     """8 steps at lr 1e-3: the moving-average statistics still belong to the initial weights, and the
     model predicts one class for every validation image (measured: accuracy 0.26, macro F1 0.10, macro
@@ -68,6 +69,7 @@ def test_reestimation_is_the_average_over_the_images_and_leaves_the_rest_alone()
     assert frozen.num_batches_tracked == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, cfg", [(classification, CLASSIFIER), (multitask, SEGMENTER)],
                          ids=["timm-classifier", "smp-tu-encoder"])
 def test_frozen_layers_stay_frozen_through_training_and_validation(task, cfg):

@@ -184,6 +184,7 @@ def test_multilabel_data_takes_the_linear_probe_and_refuses_zero_shot(cfg, tmp_p
     assert 0.0 <= metrics["val/map"] <= 1.0 and math.isfinite(metrics["val/loss"])
 
 
+@pytest.mark.slow
 def test_zero_shot_and_linear_probe_report_every_metric_through_ray_tune(cfg, ray_cluster):
     config = nested_config({**cfg, "train/epochs": 2})
     config["clip"]["mode"] = tune.grid_search(["zeroshot", "linear_probe"])
