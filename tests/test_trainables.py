@@ -124,10 +124,9 @@ def test_trainable_contract(runs, name):
 
     # killed after the middle epoch; the restarted worker continued at the next one
     assert logged == [str(e) for e in epochs]
-    before_kill = resumed.metrics_dataframe
     for metric in spec.metrics:
-        if metric.startswith("val/"):  # same seed: the same model in another process, and after the restart
-            assert before_kill[metric].iloc[0] == pytest.approx(history[metric].iloc[0], abs=1e-6), metric
+        if metric.startswith("val/"):  # same seed, same checkpoint: the same model; the two trials ran in
+            # separate processes, the killed one restarted in a third, so this is reproducibility under the seed too
             assert resumed.metrics[metric] == pytest.approx(straight.metrics[metric], abs=1e-6), metric
     if config["eval/test"]:  # the held-out test split, at the last epoch, inside its interval, killed or not
         final = straight.metrics
