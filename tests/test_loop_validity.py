@@ -10,9 +10,11 @@ from torch import nn
 
 from trainables import classification, multitask
 from trainables.batchnorm import reestimate_batchnorm
-from trainables.loop import (Speed, make_optimizer, peak_memory_mb, prepare_validation, reset_peak_memory,
-                             seed_everything, start_trial, train_epoch)
+from trainables.loop import prepare_validation, start_trial, train_epoch
+from trainables.speed import Speed, peak_memory_mb, reset_peak_memory
+from trainables.trial_data import prepare_data, trial_loader
 from trainables.models import frozen_norms
+from trainables.optim import make_optimizer, make_schedule, set_epoch_lr
 from trainables.registry import TRAINABLES
 
 CLASSIFIER = {**TRAINABLES["classification"].defaults, "model/backbone": "test_resnet", "data/image_size": 32,
@@ -23,14 +25,13 @@ SEGMENTER = {**TRAINABLES["multitask"].defaults, "model/encoder": "tu-test_resne
 
 def trained_one_epoch(task, cfg: dict):
     """A model of `task` after one real training epoch under cfg, with its data, loader and device."""
-    device, data, loader = start_trial(cfg, task.TASK.masks)
-    seed_everything(cfg["train/seed"])
-    model = task.build(cfg, data).to(device)
-    optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    device, data, model, loader = start_trial(cfg, task.TASK)
+    optimizer = make_optimizer(model, cfg, cfg["optim/lr"])
     train_epoch(model, loader.epoch(1), task.loss, optimizer, device, 1, cfg, Speed())
     return model, data, loader, device
 
 
+@pytest.mark.slow
 def test_validation_after_a_few_steps_reflects_the_weights():
     """8 steps at lr 1e-3: the moving-average statistics still belong to the initial weights, and the
     model predicts one class for every validation image (measured: accuracy 0.26, macro F1 0.10, macro
@@ -41,9 +42,9 @@ def test_validation_after_a_few_steps_reflects_the_weights():
     for images in (0, 1024):
         model.load_state_dict(weights)
         cfg = {**CLASSIFIER, "train/bn_reestimate_images": images}
-        prepare_validation(model, model, loader, data, cfg, device)
+        prepare_validation(model, loader, data, cfg, device)
         with torch.no_grad():
-            scores[images] = classification.TASK.evaluate(model, loader.ordered("val"), cfg, data, device)
+            scores[images] = classification.TASK.evaluate(model, loader, cfg, data, device)
     assert scores[0]["val/recall_macro"] == pytest.approx(0.25)  # one of the 4 classes predicted for all
     assert scores[0]["val/f1_macro"] < 0.15
     assert scores[1024]["val/f1_macro"] > 0.3 and scores[1024]["val/accuracy"] > 0.35
@@ -68,13 +69,12 @@ def test_reestimation_is_the_average_over_the_images_and_leaves_the_rest_alone()
     assert frozen.num_batches_tracked == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, cfg", [(classification, CLASSIFIER), (multitask, SEGMENTER)],
                          ids=["timm-classifier", "smp-tu-encoder"])
 def test_frozen_layers_stay_frozen_through_training_and_validation(task, cfg):
     cfg = {**cfg, "model/frozen_layers": 2}  # the stem and the first stage
-    device, data, loader = start_trial(cfg, task.TASK.masks)
-    seed_everything(0)
-    model = task.build(cfg, data)
+    device, data, model, loader = start_trial(cfg, task.TASK)
     resnet = model if task is classification else model.encoder.model
     frozen = frozen_norms(model)
     assert {id(m) for m in frozen} == {id(m) for part in (resnet.conv1, resnet.bn1, resnet.layer1)
@@ -90,11 +90,11 @@ def test_frozen_layers_stay_frozen_through_training_and_validation(task, cfg):
 
     for name in ("layer1", "layer2"):  # the output of the frozen prefix, and of the next (trained) stage
         getattr(resnet, name).register_forward_hook(keep(name))
-    optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    optimizer = make_optimizer(model, cfg, cfg["optim/lr"])
     train_epoch(model, loader.epoch(1), task.loss, optimizer, device, 1, cfg, Speed())
     assert outputs["layer1"].grad_fn is None and outputs["layer2"].grad_fn is not None
 
-    prepare_validation(model, model, loader, data, cfg, device)  # re-estimates the trained layers only
+    prepare_validation(model, loader, data, cfg, device)  # re-estimates the trained layers only
     after = model.state_dict()
     frozen_names = [n for n, m in model.named_modules() if any(m is f for f in frozen)]
     trained_names = [n for n, m in model.named_modules()
@@ -107,7 +107,7 @@ def test_frozen_layers_stay_frozen_through_training_and_validation(task, cfg):
 
 
 def epoch_batches(cfg: dict, epoch: int):
-    _, _, loader = start_trial(cfg, masks=True)
+    loader = trial_loader(prepare_data(cfg, masks=True), cfg, torch.device("cpu"))
     return [batch for batch, _ in loader.epoch(epoch)]
 
 
@@ -135,3 +135,36 @@ def test_peak_memory_is_this_trials_own():
     earlier_peak = peak_memory_mb(cpu)
     reset_peak_memory(cpu)  # a new trial in the same process
     assert peak_memory_mb(cpu) < earlier_peak - 250
+
+
+def test_weight_decay_skips_norms_and_biases():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    model[0].requires_grad_(False)  # frozen: not optimised at all
+    optimizer = make_optimizer(model, {**CLASSIFIER, "optim/name": "adamw", "optim/weight_decay": 0.05}, 1e-3)
+    decay = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    assert decay == {id(model[1].weight): 0.0, id(model[1].bias): 0.0, id(model[3].bias): 0.0,
+                     id(model[3].weight): 0.05}
+    assert type(optimizer) is torch.optim.AdamW
+
+
+def epoch_lrs(cfg: dict, epochs: int) -> list[float]:
+    """The lr of each epoch of a stretch of `epochs` epochs at lr 1 under cfg's schedule."""
+    optimizer = make_optimizer(nn.Linear(2, 2), cfg, 1.0)
+    schedule, lrs = make_schedule(optimizer, cfg, epochs), []
+    for epoch in range(epochs):
+        set_epoch_lr(schedule, epoch)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    return lrs
+
+
+def test_schedules_keep_their_meaning_and_warm_up_raises_the_lr():
+    cosine = {**CLASSIFIER, "optim/schedule": "cosine"}
+    assert epoch_lrs(cosine, 4) == pytest.approx([1.0, 0.853553, 0.5, 0.146447], abs=1e-6)  # annealed to 0
+    step = {**CLASSIFIER, "optim/schedule": "step", "optim/step_epochs": 2, "optim/gamma": 0.5}
+    assert epoch_lrs(step, 5) == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25])
+    assert epoch_lrs({**CLASSIFIER, "optim/schedule": "constant"}, 3) == pytest.approx([1.0, 1.0, 1.0])
+    # warm-up: epoch k of the first 3 at k / 4, then the cosine over the 3 epochs after them
+    assert epoch_lrs({**cosine, "optim/warmup_epochs": 3}, 6) == pytest.approx([0.25, 0.5, 0.75, 1.0, 0.75, 0.25])
+    sgd = make_optimizer(nn.Linear(2, 2), {**CLASSIFIER, "optim/name": "sgd"}, 0.1)
+    assert sgd.param_groups[0]["momentum"] == 0.9 and not sgd.param_groups[0]["nesterov"]

@@ -155,7 +155,7 @@ def trial(tmp_path_factory):
     import os
 
     from trainables import multitask
-    from trainables.loop import prepare_data
+    from trainables.trial_data import prepare_data
     from trainables.registry import TRAINABLES
 
     os.environ.setdefault("MEDTUNE_CACHE", str(tmp_path_factory.mktemp("cache")))
@@ -168,8 +168,10 @@ def trial(tmp_path_factory):
 
 
 def test_test_metrics_share_validation_code_and_lie_in_their_intervals(trial):
+    from trainables.trial_data import trial_loader
+
     task, model, cfg, data = trial
-    # Stand-in for the held-out split (trainables.loop.open_data(cfg, masks, part="test")): the val images.
+    # Stand-in for the held-out split (trainables.trial_data.open_data(cfg, masks, part="test")): the val images.
     ds = data.ds
     idx = data.val_idx
     test = dataclasses.replace(ds, images=ds.images[idx], masks=ds.masks[idx], labels=ds.labels[idx],
@@ -177,7 +179,7 @@ def test_test_metrics_share_validation_code_and_lie_in_their_intervals(trial):
     metrics = evaluate_test(task, model, cfg, data, test, torch.device("cpu"))
     model.eval()
     with torch.no_grad():
-        val = task.evaluate(model, torch.utils.data.DataLoader(data.val_set, batch_size=16), cfg, data, "cpu")
+        val = task.evaluate(model, trial_loader(data, cfg, torch.device("cpu")), cfg, data, "cpu")
     for key, value in val.items():  # the same images through the same code: the same numbers
         if key != "val/confusion_matrix":
             assert metrics["test/" + key[4:]] == pytest.approx(value, nan_ok=True), key

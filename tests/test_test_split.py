@@ -140,7 +140,7 @@ def test_preflight_forms_the_test_split_without_decoding_it(folders, tmp_path, d
 
 
 def test_loop_open_data_passes_the_test_keys(folders):
-    from trainables.loop import open_data
+    from trainables.trial_data import open_data
 
     cfg = {**COMMON_DEFAULTS, "data/root": str(folders), "data/layout": "image_folder", "data/image_size": 16,
            "data/test_fraction": 0.3}

@@ -1,28 +1,21 @@
-"""The triplet trainable (studies D.2-D.4): triplet mining, phase bookkeeping, and the three phases
-run on a real local Ray cluster, resumed after a worker is killed in the embedding phase."""
-import os
-
-import numpy as np
+"""The triplet trainable (studies D.2-D.4): triplet mining, phase bookkeeping and the parameters each phase
+trains. Its three phases on a real local Ray cluster, resumed after a worker is killed in the embedding
+phase, are in the trainable contract (tests/test_trainables.py)."""
 import pytest
 import timm
 import torch
-from ray import tune
 from torch import nn
 
-from search.runner import lazy_trainable
-from test_trainables import killed_after_epoch
-from trainables.mining import MINING, mine, strong_augmentation, triplet_loss
+from test_trainables import tiny_config
+from trainables.augment import strong_augmentation
+from trainables.loop import phase_at
+from trainables.losses import triplet_loss
+from trainables.mining import MINING, mine
 from trainables.models import train_mode
-from trainables.registry import TRAINABLES, nested_config
-from trainables.triplet import EmbeddingNet, check_unfrozen, feature_groups, phase_epochs, phase_of, set_phase, train
+from trainables.registry import value_problem
+from trainables.triplet import EmbeddingNet, check_unfrozen, feature_groups, phase_epochs, phases, set_phase, train
 
-SPEC = TRAINABLES["triplet"]
-CONFIG = {**SPEC.defaults, "data/layout": "image_folder", "data/split_files": "../Data-split", "data/channels": 3,
-          "data/image_size": 32, "data/fraction": 0.25, "train/epochs": 4, "train/batch_size": 8,
-          "model/backbone": "test_resnet", "model/frozen_layers": 1, "optim/name": "sgd", "optim/lr": 0.01,
-          "triplet/supervised_epochs": 1, "triplet/embedding_epochs": 2, "triplet/mining": "augmented",
-          "triplet/embedding_dim": 16, "triplet/embedding_lr": 0.01, "triplet/classifier_lr": 0.01,
-          "triplet/unfrozen_layers": 1, "triplet/knn_k": 3, "eval/test": True, "eval/bootstrap": 50}
+CONFIG = tiny_config("triplet")
 
 
 def embedder(size: int) -> nn.Module:
@@ -72,18 +65,25 @@ def test_impossible_phase_lengths_are_clear_errors(supervised, embedding, total)
               "train/epochs": total}
     with pytest.raises(ValueError, match=rf"triplet/supervised_epochs={supervised} and "
                                          rf"triplet/embedding_epochs={embedding} do not fit train/epochs={total}"):
-        train(nested_config(config))
+        train(config)
 
 
 def test_unknown_mining_is_a_clear_error():
     with pytest.raises(ValueError, match=r"triplet/mining='hardest' is not known; accepted: random, augmented, batch_hard"):
-        train(nested_config({**CONFIG, "triplet/mining": "hardest"}))
+        train({**CONFIG, "triplet/mining": "hardest"})
+
+
+@pytest.mark.parametrize("key", ["triplet/knn_k", "triplet/embedding_dim"])
+def test_knn_k_and_embedding_size_are_at_least_one(key):
+    assert value_problem(key, 0) == f"{key}=0 is out of range; accepted values lie in [1, inf]."
 
 
 def test_phases_follow_the_epoch_counts():
-    epochs = phase_epochs({"triplet/supervised_epochs": 2, "triplet/embedding_epochs": 0, "train/epochs": 4})
-    assert epochs == (2, 0, 2)
-    assert [phase_of(e, epochs) for e in range(1, 5)] == [1, 1, 3, 3]
+    cfg = {**CONFIG, "triplet/supervised_epochs": 2, "triplet/embedding_epochs": 0, "train/epochs": 4}
+    assert phase_epochs(cfg) == (2, 0, 2)
+    assert [phase_at(phases(cfg), e)[0].number for e in range(1, 5)] == [1, 1, 3, 3]
+    assert [phase_at(phases(cfg), e)[1] for e in range(1, 5)] == [0, 1, 0, 1]  # the epoch within its phase
+    assert [p.lr for p in phases(cfg)] == [cfg["optim/lr"], cfg["triplet/embedding_lr"], cfg["triplet/classifier_lr"]]
 
 
 def test_each_phase_trains_its_own_parameters():
@@ -107,50 +107,5 @@ def test_each_phase_trains_its_own_parameters():
     with pytest.raises(ValueError, match=r"triplet/unfrozen_layers=6 is out of range for test_resnet: .* 0 to 5"):
         check_unfrozen(model, {**cfg, "triplet/unfrozen_layers": 6})
     embedding = {k: v.clone() for k, v in model.backbone.state_dict().items()}
-    train_mode(model)(torch.randn(4, 3, 32, 32), 3)  # frozen batch norms keep their statistics
+    train_mode(model)(torch.randn(4, 3, 32, 32))  # phase 3, classifier only: frozen batch norms keep their statistics
     assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in embedding.items())
-
-
-def straight_and_killed(kill_epoch: int, log: str, storage: str):
-    """Two trials of CONFIG side by side: one uninterrupted, one whose worker is killed after `kill_epoch`."""
-    trainable = lazy_trainable(SPEC)
-    killed = killed_after_epoch(trainable, kill_epoch, log)
-
-    def run(config):
-        (killed if config["kill"] else trainable)({k: v for k, v in config.items() if k != "kill"})
-
-    tuner = tune.Tuner(
-        tune.with_resources(run, {"cpu": 1}),
-        param_space={**nested_config(CONFIG), "kill": tune.grid_search([False, True])},
-        run_config=tune.RunConfig(name="triplet", storage_path=storage, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=1)),
-    )
-    results = {result.config["kill"]: result for result in tuner.fit()}
-    for result in results.values():
-        assert result.error is None, result.error
-    return results[False], results[True]
-
-
-def test_three_phases_report_every_metric_and_resume_after_a_kill(ray_cluster):
-    log = os.path.join(ray_cluster, "triplet-epochs.log")
-    straight, resumed = straight_and_killed(2, log, ray_cluster)
-    history = straight.metrics_dataframe
-    assert list(history["epoch"]) == [1, 2, 3, 4] and list(history["phase"]) == [1, 2, 2, 3]
-    for metric in SPEC.metrics:
-        assert history[metric].notna().all(), metric
-    assert history["perf/train_images_per_s"].gt(0).all()
-    phase2 = history[history["phase"] == 2]  # the k-NN on the embeddings predicts in the embedding phase
-    assert list(phase2["val/accuracy"]) == pytest.approx(list(phase2["val/knn_accuracy"]))
-
-    with open(log) as f:  # killed mid-way through the embedding phase; the restarted worker went on from epoch 3
-        assert f.read().split() == ["1", "2", "3", "4"]
-    assert resumed.metrics["phase"] == 3
-    for metric in SPEC.metrics:
-        if metric.startswith("val/"):  # same seed, same checkpoint: the same model
-            assert resumed.metrics[metric] == pytest.approx(straight.metrics[metric], abs=1e-6), metric
-    # eval/test: the final classifier, once, on the official test lists, inside its interval, killed or not
-    assert "test/accuracy" not in history.iloc[-2] or np.isnan(history.iloc[-2]["test/accuracy"])
-    final = straight.metrics
-    assert final["test/images"] > 0
-    assert final["test/accuracy_ci_low"] <= final["test/accuracy"] <= final["test/accuracy_ci_high"]
-    assert resumed.metrics["test/accuracy"] == pytest.approx(final["test/accuracy"], abs=1e-6)

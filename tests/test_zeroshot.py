@@ -11,15 +11,15 @@ import pytest
 import torch
 from ray import tune
 
-from search.runner import lazy_trainable
 from search.spacefile import load_module
 from trainables.clip_models import load_clip
 from trainables.data import generate_annotation_list, generate_covid_radiography
 from trainables.data.synthetic.covid_radiography import CLASSES
-from trainables.loop import open_data, prepare_data
+from trainables.loop import evaluate_once, start_trial
+from trainables.trial_data import open_data, prepare_data
 from trainables.prompts import class_prompts, parse_prompt_sets, readable, select_prompt_set
-from trainables.registry import TRAINABLES, nested_config
-from trainables.zeroshot import check, clip_dataset, evaluate, image_features, text_classifier, train, zero_shot_logits
+from trainables.registry import TRAINABLES, nested_config, value_problem
+from trainables.zeroshot import TASK, check, image_features, text_classifier, train, zero_shot_logits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACE = os.path.join(ROOT, "spaces", "zeroshot.py")
@@ -50,6 +50,12 @@ def cfg(cache, tmp_path_factory):
             "clip/prompt_sets": json.dumps({"label": ["{}"], "sentence": ["a chest x-ray showing {}"],
                                             "ensemble": ["{}", "a chest x-ray showing {}"]}),
             "clip/prompt_set": "sentence"}
+
+
+def evaluate(cfg: dict) -> dict:
+    """The metrics a zeroshot trial reports for each epoch, computed in this process."""
+    device, data, model, loader = start_trial(cfg, TASK)
+    return evaluate_once(TASK, model, loader, cfg, data, device)
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +109,8 @@ def test_the_space_files_prompt_sets_fit_the_covid_classes():
 
 
 def test_prompt_sets_change_text_embeddings_and_predictions(cfg, clip):
-    data = prepare_data(cfg, masks=False)
-    features, _, _ = image_features(clip, torch.utils.data.DataLoader(clip_dataset(clip, data, data.val_idx), 16), CPU)
+    _, data, _, loader = start_trial(cfg, TASK)  # the loader's images through the model's own preprocessing
+    features, _, _ = image_features(clip, loader.ordered("val"), CPU)
     sets = parse_prompt_sets(cfg["clip/prompt_sets"])
     classifiers = {name: text_classifier(clip, class_prompts(s, data.classes), CPU) for name, s in sets.items()}
     assert classifiers["label"].shape == (32, len(data.classes))
@@ -121,13 +127,12 @@ def test_a_missing_checkpoint_fails_before_the_data_is_read(cfg, tmp_path):
     config = {**cfg, "clip/model": "ViT-L-14", "clip/model_config": "", "model/pretrained": missing,
               "data/root": str(tmp_path / "no-such-data")}
     with pytest.raises(FileNotFoundError, match=f"{re.escape(missing)}.*local files only.*hf download timm/vit_large"):
-        train(nested_config(config))
+        train(config)
 
 
 @pytest.mark.parametrize("change, error, message", [
     ({"clip/model": "ViT-L-41"}, ValueError, "not an open_clip architecture.*Did you mean: .*ViT-L-14"),
     ({"clip/mode": "finetune"}, ValueError, "accepted: zeroshot, linear_probe"),
-    ({"clip/mode": "linear_probe", "clip/probe_c": 0.0}, ValueError, "must be positive"),
     ({"clip/prompt_set": "radiology"}, ValueError, "known sets: label, sentence, ensemble"),
     ({"clip/model": "hf-hub:medtune/tiny-clip", "model/pretrained": "w.pt"}, ValueError, "brings its own weights"),
     ({"clip/model_config": TINY + ".missing"}, ValueError, "cannot be read as an open_clip model-config"),
@@ -135,6 +140,10 @@ def test_a_missing_checkpoint_fails_before_the_data_is_read(cfg, tmp_path):
 def test_bad_configs_are_refused_before_loading(cfg, change, error, message):
     with pytest.raises(error, match=message):
         check({**cfg, **change})
+
+
+def test_a_probe_c_of_zero_is_refused_before_any_trial():
+    assert value_problem("clip/probe_c", 0.0) == "clip/probe_c=0.0 is out of range; accepted values lie in (0, inf]."
 
 
 def test_weights_come_from_a_local_file_or_the_local_hf_cache(cfg, clip, tmp_path, monkeypatch):
@@ -170,16 +179,17 @@ def test_multilabel_data_takes_the_linear_probe_and_refuses_zero_shot(cfg, tmp_p
     generate_annotation_list(str(tmp_path), images=40, image_size=32)
     config = {**cfg, "data/root": str(tmp_path), "data/layout": "annotation_list"}
     with pytest.raises(ValueError, match="needs single-label data.*clip/mode='linear_probe'"):
-        evaluate(config, CPU)
-    metrics = evaluate({**config, "clip/mode": "linear_probe"}, CPU)
+        evaluate(config)
+    metrics = evaluate({**config, "clip/mode": "linear_probe"})
     assert 0.0 <= metrics["val/map"] <= 1.0 and math.isfinite(metrics["val/loss"])
 
 
+@pytest.mark.slow
 def test_zero_shot_and_linear_probe_report_every_metric_through_ray_tune(cfg, ray_cluster):
     config = nested_config({**cfg, "train/epochs": 2})
     config["clip"]["mode"] = tune.grid_search(["zeroshot", "linear_probe"])
     results = tune.Tuner(
-        tune.with_resources(lazy_trainable(SPEC), {"cpu": 1}), param_space=config,
+        tune.with_resources(SPEC.function(), {"cpu": 1}), param_space=config,
         run_config=tune.RunConfig(name="zeroshot", storage_path=ray_cluster, verbose=0),
     ).fit()
     assert not results.errors, results.errors
@@ -201,10 +211,10 @@ def test_zero_shot_and_linear_probe_report_every_metric_through_ray_tune(cfg, ra
 
 @pytest.mark.parametrize("mode", ["zeroshot", "linear_probe"])
 def test_eval_test_scores_the_held_out_split_with_intervals(cfg, mode):
-    metrics = evaluate({**cfg, "clip/mode": mode, "eval/test": True, "eval/bootstrap": 50}, CPU)
+    metrics = evaluate({**cfg, "clip/mode": mode, "eval/test": True, "eval/bootstrap": 50})
     test = open_data(cfg, masks=False, part="test")
     assert metrics["test/images"] == len(test.labels) > 0
     assert sum(map(sum, metrics["test/confusion_matrix"]["matrix"])) == len(test.labels)
     assert metrics["test/accuracy_ci_low"] <= metrics["test/accuracy"] <= metrics["test/accuracy_ci_high"]
     assert 0.0 <= metrics["test/ece"] <= 1.0
-    assert "test/accuracy" not in evaluate({**cfg, "clip/mode": mode}, CPU)  # a search never opens it
+    assert "test/accuracy" not in evaluate({**cfg, "clip/mode": mode})  # a search never opens it

@@ -1,35 +1,15 @@
-"""Training augmentation and normalisation from config, with torchvision transforms v2.
+"""Training augmentation from config, and the triplet trainable's strong augmentation, with torchvision
+transforms v2.
 
 Geometric transforms move an image and its mask together (tv_tensors.Mask); colour jitter
 touches the image only.
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import Callable
+
 import torch
-from torchvision import tv_tensors
 from torchvision.transforms import v2
-
-from trainables.registry import CHOICES
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-NORMALIZE_CHOICES = CHOICES["data/normalize"]
-
-
-def normalization(cfg: dict, images: np.ndarray, train_idx: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std: the training split's own (sampled) or ImageNet's."""
-    channels = cfg["data/channels"]
-    if cfg["data/normalize"] == "imagenet":
-        if channels == 3:
-            return list(IMAGENET_MEAN), list(IMAGENET_STD)
-        return [float(np.mean(IMAGENET_MEAN))], [float(np.mean(IMAGENET_STD))]
-    if cfg["data/normalize"] != "dataset":
-        raise ValueError(
-            f"data/normalize={cfg['data/normalize']!r} is not known; accepted: {', '.join(NORMALIZE_CHOICES)}."
-        )
-    sample = np.sort(np.random.default_rng(0).permutation(train_idx)[:512])
-    pixels = np.asarray(images[sample], dtype=np.float64).reshape(-1, channels) / 255.0
-    return pixels.mean(0).tolist(), np.maximum(pixels.std(0), 1e-3).tolist()
 
 
 def build_transforms(cfg: dict, mean: list[float], std: list[float], train: bool) -> v2.Compose:
@@ -50,25 +30,20 @@ def build_transforms(cfg: dict, mean: list[float], std: list[float], train: bool
     return v2.Compose(steps)
 
 
-class ArrayDataset(torch.utils.data.Dataset):
-    """Samples from the decoded uint8 arrays: (image, label) or (image, mask, label).
+def strong_augmentation(size: int, mean: list[float], std: list[float]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A new random crop, flips, rotation and colour jitter for each image of a normalised batch.
 
-    A label is a class index, or a float multi-hot vector for multi-label data.
+    The batch is mapped back to [0, 1] first (colour jitter clamps to that range) and
+    normalised again after.
     """
-
-    def __init__(self, images, labels, indices, transform, masks=None):
-        self.images, self.labels, self.masks = images, labels, masks
-        self.indices, self.transform = np.asarray(indices), transform
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        j = int(self.indices[i])
-        image = tv_tensors.Image(torch.from_numpy(np.array(self.images[j])).permute(2, 0, 1))
-        label = torch.tensor(self.labels[j], dtype=torch.float32) if self.labels.ndim == 2 else int(self.labels[j])
-        if self.masks is None:
-            return self.transform(image), label
-        mask = tv_tensors.Mask(torch.from_numpy(np.array(self.masks[j]))[None])
-        image, mask = self.transform(image, mask)
-        return image, mask.float(), label
+    mean_t, std_t = torch.tensor(mean), torch.tensor(std)
+    transform = v2.Compose([
+        v2.Normalize((-mean_t / std_t).tolist(), (1 / std_t).tolist()),
+        v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(0.5),
+        v2.RandomVerticalFlip(0.5),
+        v2.RandomRotation(15),
+        v2.ColorJitter(brightness=0.4, contrast=0.4),
+        v2.Normalize(mean, std),
+    ])
+    return lambda images: torch.stack([transform(image) for image in images])

@@ -9,8 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.loop import Data, Task, fit
-from trainables.metrics import Evaluation, Outputs, classification_metrics
+from trainables.losses import class_loss
+from trainables.loop import Task, fit
+from trainables.trial_data import Data
+from trainables.metrics import Evaluation, Outputs, classification_score, probabilities
 from trainables.models import create_classifier, freeze_classifier
 
 
@@ -18,17 +20,6 @@ def build(cfg: dict, data: Data) -> nn.Module:
     model = create_classifier(cfg, len(data.classes))
     freeze_classifier(model, cfg)
     return model
-
-
-def class_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy for class indices, binary cross-entropy for multi-hot (float) labels."""
-    if labels.is_floating_point():
-        return nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction=reduction)
-    return nn.functional.cross_entropy(logits, labels, reduction=reduction)
-
-
-def probabilities(logits: torch.Tensor, multilabel: bool) -> np.ndarray:
-    return (logits.sigmoid() if multilabel else logits.softmax(1)).cpu().numpy()
 
 
 def loss(model: nn.Module, batch: tuple, cfg: dict) -> torch.Tensor:
@@ -49,13 +40,8 @@ def predict(model: nn.Module, loader, cfg: dict, data: Data, device, distances: 
     return Outputs(loss=loss_sum / len(y_true), y_true=y_true, probs=np.concatenate(probs))
 
 
-def score(out: Outputs, data: Data, prefix: str, extended: bool = False) -> dict:
-    return {**classification_metrics(out.y_true, out.probs, data.classes, prefix, extended, data.positive),
-            f"{prefix}/loss": out.loss}
+TASK = Task(build=build, loss=loss, evaluate=Evaluation(predict, classification_score), masks=False)
 
 
-TASK = Task(build=build, loss=loss, evaluate=Evaluation(predict, score), masks=False)
-
-
-def train(config: dict) -> None:
-    fit(config, TASK)
+def train(cfg: dict) -> None:
+    fit(cfg, TASK)

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from scipy.stats import bootstrap
 
-from trainables.augment import ArrayDataset
 from trainables.data import ImageSet
+from trainables.data.arrays import ArrayDataset
 from trainables.metrics import Outputs
+from trainables.trial_data import open_data
 
 # The metrics that get an interval, where the task reports them (and their _gated variants).
 INTERVALS = ("accuracy", "f1_macro", "auroc", "map", "sensitivity_at_spec90", "sensitivity_at_spec95", "ece",
@@ -32,8 +33,6 @@ def test_metrics(task, model: torch.nn.Module, cfg: dict, data, device: torch.de
 
 def open_test(cfg: dict, data, masks: bool) -> ImageSet:
     """The held-out test split of the config's data set, with the classes of the trial's data."""
-    from trainables.loop import open_data
-
     return check_classes(open_data(cfg, masks, part="test"), data)
 
 

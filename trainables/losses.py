@@ -1,11 +1,15 @@
-"""Segmentation losses by name, from smp.losses (binary masks, logits in)."""
+"""Losses: segmentation losses by name from smp.losses (binary masks, logits in), the classification loss,
+and the triplet margin loss."""
 from __future__ import annotations
 
 import functools
 from typing import Callable
 
 import torch
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import reducers
 from segmentation_models_pytorch import losses as L
+from torch import nn
 
 
 def _dice_bce() -> Callable:
@@ -28,9 +32,27 @@ SEGMENTATION_LOSSES: dict[str, Callable[[], Callable]] = {
 }
 
 
+def check_segmentation_loss(cfg: dict) -> None:
+    """loss/seg names a loss of SEGMENTATION_LOSSES (the check of the trainables with masks)."""
+    segmentation_loss(cfg["loss/seg"])
+
+
 @functools.cache
 def segmentation_loss(name: str) -> Callable:
     """The loss named `name` (built once per process; the losses hold no state)."""
     if name not in SEGMENTATION_LOSSES:
-        raise ValueError(f"Unknown segmentation loss {name!r}; accepted: {', '.join(SEGMENTATION_LOSSES)}.")
+        raise ValueError(f"loss/seg={name!r} is not known; accepted: {', '.join(SEGMENTATION_LOSSES)}.")
     return SEGMENTATION_LOSSES[name]()
+
+
+def class_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy for class indices, binary cross-entropy for multi-hot (float) labels."""
+    if labels.is_floating_point():
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction=reduction)
+    return nn.functional.cross_entropy(logits, labels, reduction=reduction)
+
+
+@functools.cache
+def triplet_loss(margin: float) -> pml_losses.TripletMarginLoss:
+    """max(0, d(a, p) - d(a, n) + margin) with Euclidean d, the mean over all given triplets."""
+    return pml_losses.TripletMarginLoss(margin=margin, reducer=reducers.MeanReducer())

@@ -52,14 +52,38 @@ class Outputs:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A task's evaluate hook: predict(model, loader, cfg, data, device, distances) -> Outputs, then
-    score(outputs, data, prefix, extended) -> metrics; `extended` adds the test-only metrics."""
+    """A task's evaluate hook: predict(model, batches, cfg, data, device, distances) -> Outputs, then
+    score(outputs, data, prefix, extended) -> metrics; `extended` adds the test-only metrics. Called with
+    the trial's loader (trainables.loading.TrialLoader), it scores the validation split; the test split
+    (trainables.evaluation) uses predict and score. A task whose validation needs more (the training
+    split too, or fitting a head first) subclasses it with its own __call__."""
 
     predict: Callable
     score: Callable
 
     def __call__(self, model, loader, cfg: dict, data, device) -> dict:
-        return self.score(self.predict(model, loader, cfg, data, device), data, "val")
+        return self.score(self.predict(model, loader.ordered("val"), cfg, data, device), data, "val")
+
+
+def probabilities(logits: torch.Tensor, multilabel: bool) -> np.ndarray:
+    """Class probabilities: sigmoid per class for multi-label data, else softmax."""
+    return (logits.sigmoid() if multilabel else logits.softmax(1)).cpu().numpy()
+
+
+def predict_gated(model, loader, cfg: dict, data, device, pair_loss, distances: bool = False) -> Outputs:
+    """Outputs of a model returning (mask logits, class logits), its masks gated by gate/class; the loss is
+    pair_loss(cfg, mask_logits, masks, class_logits, labels) of the same forward pass."""
+    gate = data.class_index(cfg["gate/class"], "gate/class") if cfg["gate/class"] else None
+    stats, y_true, probs, loss_sum, n = MaskStats(distances), [], [], 0.0, 0
+    for images, masks, labels in loader:
+        images, masks, labels = images.to(device), masks.to(device), labels.to(device)
+        mask_logits, class_logits = model(images)
+        loss_sum += pair_loss(cfg, mask_logits, masks, class_logits, labels).item() * len(images)
+        n += len(images)
+        stats.update(mask_logits, masks, None if gate is None else class_logits.argmax(1) == gate)
+        y_true.append(labels.cpu().numpy())
+        probs.append(probabilities(class_logits, multilabel=False))
+    return Outputs(loss=loss_sum / n, y_true=np.concatenate(y_true), probs=np.concatenate(probs), **stats.outputs())
 
 
 def onehot_labels(y_true: np.ndarray, num_classes: int) -> np.ndarray:
@@ -146,6 +170,12 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
     if y_true.ndim == 1:
         metrics["confusion_matrix"] = confusion(y_true, probs, classes)
     return {f"{prefix}/{k}": v for k, v in metrics.items()}
+
+
+def classification_score(out: Outputs, data, prefix: str, extended: bool = False) -> dict:
+    """classification_metrics of the outputs on `data`'s classes, and their mean loss as <prefix>/loss."""
+    return {**classification_metrics(out.y_true, out.probs, data.classes, prefix, extended, data.positive),
+            f"{prefix}/loss": out.loss}
 
 
 def mask_scores(stats: np.ndarray) -> dict:

@@ -9,6 +9,12 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from trainables.data.dataset import ON_BAD_IMAGE
+from trainables.data.images import CHANNEL_MODES
+from trainables.data.layouts import LAYOUTS
+from trainables.data.normalization import NORMALIZATIONS
+from trainables.optim import OPTIMIZERS, SCHEDULES
+
 # Config keys every trainable understands. Flat "group/name" keys, as in space files.
 COMMON_DEFAULTS: dict[str, Any] = {
     "data/root": "",               # empty: generated data in data/layout (see trainables/data)
@@ -37,13 +43,15 @@ COMMON_DEFAULTS: dict[str, Any] = {
                                    # a search never opens it)
     "eval/bootstrap": 1000,        # bootstrap resamples of the test images for the 95% intervals
     "eval/positive_class": "",     # binary data: the class sensitivity is about (e.g. CT_COVID); "" = the second
-    "optim/name": "adam",          # adam | adamw | sgd
+    "optim/name": "adam",          # adam | adamw | sgd (classical momentum), from timm's optimizer factory
     "optim/lr": 5e-5,
-    "optim/weight_decay": 1e-6,
+    "optim/weight_decay": 1e-6,    # on weights only: norm parameters and biases are not decayed
     "optim/momentum": 0.9,         # sgd only
-    "optim/schedule": "constant",  # constant | cosine | step
+    "optim/schedule": "constant",  # constant | cosine (to 0 over train/epochs) | step, stepped per epoch
     "optim/step_epochs": 1,        # step schedule: multiply the lr by optim/gamma every this many epochs
     "optim/gamma": 0.5,
+    "optim/warmup_epochs": 0,      # warm-up: epoch k of the first W (of each triplet phase) trains at
+                                   # lr * k / (W + 1); optim/schedule runs over the epochs after them
     "aug/hflip": 0.0,              # probabilities of a horizontal / vertical flip
     "aug/vflip": 0.0,
     "aug/rotation": 0.0,           # max degrees of a random rotation
@@ -77,19 +85,18 @@ SEGMENTATION_MODEL_DEFAULTS: dict[str, Any] = {
 }
 
 
-# Accepted values of the keys that take one of a few names, and ranges of numeric keys
-# (low, high, low included, high included); checked before any trial starts.
+# Accepted values of the keys that take one of a few names: the names of the tables that implement them
+# (torch-free modules). Names implemented in torch code are checked by the trainable's own check from its
+# table (loss/seg: trainables.losses, triplet/mining: trainables.mining, clip/mode: trainables.zeroshot).
 CHOICES: dict[str, tuple] = {
-    "data/layout": ("covid_radiography", "image_folder", "busi", "annotation_list"),
-    "data/channels": (1, 3),
-    "data/normalize": ("dataset", "imagenet"),
-    "data/on_bad_image": ("fail", "skip"),
-    "optim/name": ("adam", "adamw", "sgd"),
-    "optim/schedule": ("constant", "cosine", "step"),
-    "loss/seg": ("dice", "focal", "lovasz", "tversky", "bce", "dice_bce", "mse"),
-    "triplet/mining": ("random", "augmented", "batch_hard"),
-    "clip/mode": ("zeroshot", "linear_probe"),
+    "data/layout": LAYOUTS,
+    "data/channels": tuple(CHANNEL_MODES),
+    "data/normalize": tuple(NORMALIZATIONS),
+    "data/on_bad_image": ON_BAD_IMAGE,
+    "optim/name": tuple(OPTIMIZERS),
+    "optim/schedule": tuple(SCHEDULES),
 }
+# Ranges of numeric keys (low, high, low included, high included). Both are checked before any trial starts.
 _INF = float("inf")
 RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "data/image_size": (8, _INF, True, True),
@@ -107,6 +114,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "optim/momentum": (0, 1, True, False),
     "optim/step_epochs": (1, _INF, True, True),
     "optim/gamma": (0, 1, False, True),
+    "optim/warmup_epochs": (0, _INF, True, True),
     "aug/hflip": (0, 1, True, True),
     "aug/vflip": (0, 1, True, True),
     "aug/rotation": (0, 180, True, True),
@@ -185,6 +193,7 @@ TRAINABLES: dict[str, TrainableSpec] = {
         TrainableSpec(
             name="segmentation",
             target="trainables.segmentation:train",
+            check="trainables.losses:check_segmentation_loss",
             defaults={
                 **COMMON_DEFAULTS,
                 **SEGMENTATION_MODEL_DEFAULTS,
@@ -197,6 +206,7 @@ TRAINABLES: dict[str, TrainableSpec] = {
         TrainableSpec(
             name="multitask",
             target="trainables.multitask:train",
+            check="trainables.losses:check_segmentation_loss",
             defaults={
                 **COMMON_DEFAULTS,
                 **SEGMENTATION_MODEL_DEFAULTS,

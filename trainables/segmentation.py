@@ -9,12 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.classification import class_loss
-from trainables.losses import segmentation_loss
-from trainables.loop import Data, Task, fit
-from trainables.metrics import Evaluation, MaskStats, Outputs, class_scores, mask_metrics
+from trainables.losses import check_segmentation_loss, class_loss, segmentation_loss
+from trainables.loop import Task, fit
+from trainables.trial_data import Data
+from trainables.metrics import Evaluation, MaskStats, Outputs, class_scores, mask_metrics, predict_gated
 from trainables.models import create_classifier, create_segmenter, freeze_encoder
-from trainables.multitask import predict_gated
 
 
 class GatedSegmenter(nn.Module):
@@ -75,8 +74,8 @@ def score(out: Outputs, data: Data, prefix: str, extended: bool = False) -> dict
     return metrics
 
 
-TASK = Task(build=build, loss=loss, evaluate=Evaluation(predict, score), masks=True)
+TASK = Task(build=build, loss=loss, evaluate=Evaluation(predict, score), masks=True, check=check_segmentation_loss)
 
 
-def train(config: dict) -> None:
-    fit(config, TASK)
+def train(cfg: dict) -> None:
+    fit(cfg, TASK)

@@ -13,7 +13,8 @@ One trial, train/epochs epochs in all, counted 1.. across the phases:
 Every epoch reports the current predictor's validation metrics, "phase", and val/knn_accuracy of the
 current embedding space (phase 1: the backbone's pooled features). val/loss is the validation loss
 of the phase's objective: cross-entropy in phases 1 and 3, the mean triplet loss over all triplets
-within each validation batch in phase 2. Each phase has its own optimizer (optim/name) and schedule.
+within each validation batch in phase 2. Each phase has its own optimizer (optim/name) and schedule
+(trainables.optim) over the parameters it trains, with its learning rate and length.
 """
 from __future__ import annotations
 
@@ -23,12 +24,12 @@ from sklearn.metrics import accuracy_score
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
-from trainables.classification import class_loss, probabilities, score
-from trainables.loop import (Data, Speed, Task, epoch_metrics, flat_config, make_optimizer, make_schedule,
-                             prepare_validation, report, restore, seed_everything, start_trial, train_epoch)
-from trainables.evaluation import test_metrics
-from trainables.metrics import Evaluation, Outputs, classification_metrics
-from trainables.mining import check_mining, mine, strong_augmentation, triplet_loss
+from trainables.augment import strong_augmentation
+from trainables.loop import Phase, Task, fit
+from trainables.trial_data import Data
+from trainables.losses import class_loss, triplet_loss
+from trainables.metrics import Evaluation, Outputs, classification_metrics, classification_score, probabilities
+from trainables.mining import check_mining, mine
 from trainables.models import create_classifier, freeze_classifier, layer_groups
 
 
@@ -44,24 +45,25 @@ def phase_epochs(cfg: dict) -> tuple[int, int, int]:
     return supervised, embedding, total - supervised - embedding
 
 
-def phase_of(epoch: int, epochs: tuple[int, int, int]) -> int:
-    return 1 if epoch <= epochs[0] else 2 if epoch <= epochs[0] + epochs[1] else 3
+def phases(cfg: dict) -> tuple[Phase, ...]:
+    """The three phases with their lengths and learning rates."""
+    lrs = (cfg["optim/lr"], cfg["triplet/embedding_lr"], cfg["triplet/classifier_lr"])
+    return tuple(Phase(number, epochs, lr) for number, (epochs, lr) in enumerate(zip(phase_epochs(cfg), lrs), 1))
 
 
-def check(cfg: dict) -> tuple[int, int, int]:
-    """Mining strategy, k-NN k, embedding size and the phase split (the driver's preflight calls this
-    too): ValueError naming the value; returns the phase epochs."""
+def check(cfg: dict) -> None:
+    """The mining strategy and the phase split (the driver's preflight calls this too): ValueError naming the value."""
     check_mining(cfg["triplet/mining"])
-    for key in ("triplet/knn_k", "triplet/embedding_dim"):
-        if cfg[key] < 1:
-            raise ValueError(f"{key}={cfg[key]} must be a whole number of at least 1.")
-    return phase_epochs(cfg)
+    phase_epochs(cfg)
 
 
 class EmbeddingNet(nn.Module):
-    """A timm classifier, an L2-normalised embedding of its pooled features, a classifier on that."""
+    """A timm classifier, an L2-normalised embedding of its pooled features, a classifier on that.
 
-    def __init__(self, backbone: nn.Module, embedding_dim: int, num_classes: int):
+    `phase` (set by set_phase) decides what forward gives; `augment` strongly augments a normalised batch
+    (the positives of augmented mining)."""
+
+    def __init__(self, backbone: nn.Module, embedding_dim: int, num_classes: int, augment=None):
         super().__init__()
         width = backbone.head_hidden_size
         self.backbone = backbone
@@ -69,18 +71,19 @@ class EmbeddingNet(nn.Module):
                                         nn.Linear(embedding_dim, embedding_dim), nn.ReLU(),
                                         nn.Linear(embedding_dim, embedding_dim))
         self.classifier = nn.Linear(embedding_dim, num_classes)
+        self.phase, self.augment = 1, augment
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone.forward_head(self.backbone.forward_features(images), pre_logits=True)
         return nn.functional.normalize(self.projection(features), dim=1)
 
-    def forward(self, images: torch.Tensor, phase: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(vectors of the phase's embedding space, class logits or None in phase 2)."""
-        if phase == 1:
+        if self.phase == 1:
             features = self.backbone.forward_features(images)
             return self.backbone.forward_head(features, pre_logits=True), self.backbone.forward_head(features)
         embeddings = self.embed(images)
-        return embeddings, self.classifier(embeddings) if phase == 3 else None
+        return embeddings, self.classifier(embeddings) if self.phase == 3 else None
 
 
 def feature_groups(backbone: nn.Module) -> list[list[str]]:
@@ -92,7 +95,8 @@ def feature_groups(backbone: nn.Module) -> list[list[str]]:
 
 
 def set_phase(model: EmbeddingNet, phase: int, cfg: dict) -> None:
-    """Let exactly the parameters the phase trains require gradients."""
+    """Enter `phase`: let exactly the parameters it trains require gradients."""
+    model.phase = phase
     model.requires_grad_(False)
     if phase in (1, 2):
         model.backbone.requires_grad_(True)
@@ -114,7 +118,8 @@ def build(cfg: dict, data: Data) -> EmbeddingNet:
     if data.multilabel:
         raise ValueError(f"The triplet trainable needs single-label data, but data/layout={cfg['data/layout']!r} "
                          f"gives multi-label annotations; use a classification layout such as image_folder.")
-    model = EmbeddingNet(create_classifier(cfg, len(data.classes)), cfg["triplet/embedding_dim"], len(data.classes))
+    model = EmbeddingNet(create_classifier(cfg, len(data.classes)), cfg["triplet/embedding_dim"], len(data.classes),
+                         strong_augmentation(cfg["data/image_size"], data.mean, data.std))
     check_unfrozen(model, cfg)
     return model
 
@@ -127,30 +132,22 @@ def check_unfrozen(model: EmbeddingNet, cfg: dict) -> None:
                          f"so accepted values are 0 to {groups}.")
 
 
-def phase_config(cfg: dict, phase: int, epochs: tuple[int, int, int]) -> dict:
-    """cfg with the phase's learning rate and length, for the optimizer and schedule factories."""
-    lr = {1: cfg["optim/lr"], 2: cfg["triplet/embedding_lr"], 3: cfg["triplet/classifier_lr"]}[phase]
-    return {**cfg, "optim/lr": lr, "train/epochs": epochs[phase - 1]}
+def loss(model: EmbeddingNet, batch: tuple, cfg: dict) -> torch.Tensor:
+    """The phase's training loss of one batch: triplet loss in phase 2, else cross-entropy."""
+    images, labels = batch
+    if model.phase == 2:
+        return triplet_loss(cfg["triplet/margin"])(*mine(cfg["triplet/mining"], model.embed, images, labels,
+                                                          model.augment))
+    return class_loss(model(images)[1], labels)
 
 
-def phase_loss(phase: int, augment, triplet):
-    """loss(model, batch, cfg) of one training batch in `phase`."""
-    def loss(model: EmbeddingNet, batch: tuple, cfg: dict) -> torch.Tensor:
-        images, labels = batch
-        if phase == 2:
-            return triplet(*mine(cfg["triplet/mining"], model.embed, images, labels, augment))
-        return class_loss(model(images, phase)[1], labels)
-    return loss
-
-
-@torch.no_grad()
-def encode(model: EmbeddingNet, phase: int, loader, device, triplet) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
-    """(embedding-space vectors, labels, class probabilities or None, mean loss of the phase) over loader."""
+def encode(model: EmbeddingNet, batches, cfg: dict, device) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
+    """(embedding-space vectors, labels, class probabilities or None, mean loss of the phase) over batches."""
     vectors, labels, probs, loss_sum = [], [], [], 0.0
-    for images, y in loader:
+    for images, y in batches:
         images, y = images.to(device), y.to(device)
-        v, logits = model(images, phase)
-        loss = triplet(v, y) if logits is None else class_loss(logits, y)
+        v, logits = model(images)
+        loss = triplet_loss(cfg["triplet/margin"])(v, y) if logits is None else class_loss(logits, y)
         loss_sum += loss.item() * len(y)
         vectors.append(v.cpu().numpy())
         labels.append(y.cpu().numpy())
@@ -160,61 +157,31 @@ def encode(model: EmbeddingNet, phase: int, loader, device, triplet) -> tuple[np
     return np.concatenate(vectors), labels, np.concatenate(probs) if probs else None, loss_sum / len(labels)
 
 
-def evaluate(model: EmbeddingNet, phase: int, train_batches, val_batches, cfg: dict, data: Data, device, triplet) -> dict:
-    """The current predictor's validation metrics and the k-NN accuracy of the current embedding space."""
-    train_vectors, train_labels, _, _ = encode(model, phase, train_batches, device, triplet)
-    vectors, labels, probs, loss = encode(model, phase, val_batches, device, triplet)
-    knn = KNeighborsClassifier(n_neighbors=min(cfg["triplet/knn_k"], len(train_labels))).fit(train_vectors, train_labels)
-    if probs is None:
-        probs = np.zeros((len(labels), len(data.classes)))
-        probs[:, knn.classes_] = knn.predict_proba(vectors)
-    return {**classification_metrics(labels, probs, data.classes), "val/loss": loss,
-            "val/knn_accuracy": float(accuracy_score(labels, knn.predict(vectors)))}
-
-
-def predict_final(model: EmbeddingNet, loader, cfg: dict, data: Data, device, distances: bool = False) -> Outputs:
-    """The final predictor's (phase 3, the classifier) outputs, for the test split."""
-    _, labels, probs, loss = encode(model, 3, loader, device, triplet=None)
+def predict(model: EmbeddingNet, batches, cfg: dict, data: Data, device, distances: bool = False) -> Outputs:
+    """The classifier's outputs (phase 3, the final predictor; the test split is scored with it)."""
+    _, labels, probs, loss = encode(model, batches, cfg, device)
     return Outputs(loss=loss, y_true=labels, probs=probs)
 
 
-# The final model as a Task for trainables.evaluation.test_metrics (only masks and evaluate are used).
-FINAL = Task(build=build, loss=None, evaluate=Evaluation(predict_final, score), masks=False)
+class PhaseEvaluation(Evaluation):
+    """The current predictor's validation metrics and the k-NN accuracy of the current embedding space."""
+
+    def __call__(self, model: EmbeddingNet, loader, cfg: dict, data: Data, device) -> dict:
+        train_vectors, train_labels, _, _ = encode(model, loader.ordered("train_plain"), cfg, device)
+        vectors, labels, probs, loss = encode(model, loader.ordered("val"), cfg, device)
+        knn = KNeighborsClassifier(n_neighbors=min(cfg["triplet/knn_k"], len(train_labels)))
+        knn.fit(train_vectors, train_labels)
+        if probs is None:
+            probs = np.zeros((len(labels), len(data.classes)))
+            probs[:, knn.classes_] = knn.predict_proba(vectors)
+        return {**classification_metrics(labels, probs, data.classes), "val/loss": loss,
+                "val/knn_accuracy": float(accuracy_score(labels, knn.predict(vectors)))}
 
 
-def train(config: dict) -> None:
+TASK = Task(build=build, loss=loss, evaluate=PhaseEvaluation(predict, classification_score), masks=False,
+            check=check, phases=phases, enter=set_phase)
+
+
+def train(cfg: dict) -> None:
     """Run the three phases, reporting metrics and a checkpoint to Ray Tune every epoch."""
-    cfg = flat_config(config)
-    epochs = check(cfg)
-    device, data, loader = start_trial(cfg, masks=False)
-    augment = strong_augmentation(cfg["data/image_size"], data.mean, data.std)
-    triplet = triplet_loss(cfg["triplet/margin"])
-
-    seed_everything(int(cfg["train/seed"]))
-    model = build(cfg, data).to(device)
-    start_epoch, speed = 0, Speed()
-    if state := restore(device):
-        model.load_state_dict(state["model"])
-        start_epoch, speed = state["epoch"], Speed(**state["speed"])
-
-    phase = 0
-    for epoch in range(start_epoch + 1, cfg["train/epochs"] + 1):
-        if phase_of(epoch, epochs) != phase:
-            phase = phase_of(epoch, epochs)
-            set_phase(model, phase, cfg)
-            pcfg = phase_config(cfg, phase, epochs)
-            optimizer = make_optimizer(pcfg, [p for p in model.parameters() if p.requires_grad])
-            schedule = make_schedule(pcfg, optimizer)
-            if state and state["phase"] == phase:  # resumed within the phase it was saved in
-                optimizer.load_state_dict(state["optimizer"])
-                schedule.load_state_dict(state["schedule"])
-            loss_fn = phase_loss(phase, augment, triplet)
-        train_loss, epoch_s = train_epoch(model, loader.epoch(epoch), loss_fn, optimizer, device, epoch, pcfg, speed)
-        schedule.step()
-        prepare_validation(model, lambda images: model(images, phase), loader, data, cfg, device)
-        metrics = evaluate(model, phase, loader.ordered("train_plain"), loader.ordered("val"), cfg, data, device, triplet)
-        metrics.update({"phase": phase, **epoch_metrics(epoch, train_loss, epoch_s, speed, data, cfg, device)})
-        if epoch == cfg["train/epochs"] and cfg["eval/test"]:  # once, the final classifier on the test split
-            metrics.update(test_metrics(FINAL, model, cfg, data, device))
-        report(metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "schedule": schedule.state_dict(), "phase": phase, "epoch": epoch, "speed": speed.state()})
+    fit(cfg, TASK)

@@ -24,7 +24,7 @@ perf/loader_images_per_s is the loader's throughput as in trainables.loading.
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -33,29 +33,37 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from torch import nn
 from torchvision.transforms import v2
 
-from trainables.augment import ArrayDataset
 from trainables.clip_models import Clip, check_clip, load_clip
 from trainables.loading import TrialLoader
-from trainables.loop import (Data, Speed, device_for_trial, flat_config, prepare_data, report, reset_peak_memory,
-                             restore, seed_everything, trial_cpus)
-from trainables.classification import score
-from trainables.evaluation import open_test, with_intervals
-from trainables.metrics import Outputs
+from trainables.loop import Task, fit
+from trainables.speed import Speed
+from trainables.trial_data import Data
+from trainables.metrics import Evaluation, Outputs, classification_score
 from trainables.prompts import class_prompts, select_prompt_set
 
-MODES = ("zeroshot", "linear_probe")
+Head = Callable[[torch.Tensor], np.ndarray]  # image features -> class probabilities
+Fitted = tuple[Head, Outputs, int, float]  # (head, validation outputs, images encoded, seconds)
+
+
+class ClipClassifier(nn.Module):
+    """A frozen CLIP model and the head clip/mode fits on its image features (set by the evaluation)."""
+
+    def __init__(self, clip: Clip):
+        super().__init__()
+        self.model, self.clip = clip.model, clip  # the model registered, so that it moves with .to(device)
+        self.head: Head | None = None
+
+
+def build(cfg: dict, data: Data) -> ClipClassifier:
+    return ClipClassifier(load_clip(cfg, torch.device("cpu")))
 
 
 def clip_transform(clip: Clip) -> v2.Compose:
     """Decoded images through the model's own preprocessing (its size, mean and std)."""
     return v2.Compose([v2.RGB(), v2.ToDtype(torch.float32, scale=True), clip.preprocess])
-
-
-def clip_dataset(clip: Clip, data: Data, indices: np.ndarray) -> ArrayDataset:
-    """The decoded images at `indices` through clip_transform."""
-    return ArrayDataset(data.ds.images, data.ds.labels, indices, clip_transform(clip))
 
 
 @torch.no_grad()
@@ -119,8 +127,8 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, c: float, multilabel: bo
     return predict
 
 
-def zero_shot(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: torch.device):
-    """(classify(features) -> probabilities, validation Outputs, images encoded, seconds)."""
+def zero_shot(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: torch.device) -> Fitted:
+    """Zero-shot classification with the prompt set: (head, validation Outputs, images encoded, seconds)."""
     if data.multilabel:
         raise ValueError("clip/mode='zeroshot' needs single-label data, but this data set is multi-label; "
                          "use clip/mode='linear_probe' for it.")
@@ -139,10 +147,10 @@ def zero_shot(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: to
     return classify, out, len(y_true), text_s + encode_s + time.perf_counter() - t0
 
 
-def linear_probe(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: torch.device):
-    """(classify(features) -> probabilities, validation Outputs, images encoded, seconds) of a
-    logistic-regression probe on frozen features."""
-    train_x, train_y, train_s = image_features(clip, loader.ordered("train"), device)
+def linear_probe(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device: torch.device) -> Fitted:
+    """A logistic-regression probe on frozen features of the training split: (head, validation Outputs, images
+    encoded, seconds)."""
+    train_x, train_y, train_s = image_features(clip, loader.ordered("train_plain"), device)
     val_x, y_true, val_s = image_features(clip, loader.ordered("val"), device)
     t0 = time.perf_counter()
     predict = fit_probe(train_x.cpu().numpy(), train_y, cfg["clip/probe_c"], data.multilabel, len(data.classes))
@@ -154,31 +162,26 @@ def linear_probe(clip: Clip, cfg: dict, data: Data, loader: TrialLoader, device:
     return classify, out, len(train_y) + len(y_true), train_s + val_s + time.perf_counter() - t0
 
 
-def test_metrics(clip: Clip, classify, cfg: dict, data: Data, device: torch.device) -> dict:
-    """`test/*` metrics with their intervals (trainables.evaluation) of the predictor on the held-out test split."""
-    test = open_test(cfg, data, masks=False)
-    dataset = ArrayDataset(test.images, test.labels, np.arange(len(test.labels)), clip_transform(clip))
-    features, y_true, _ = image_features(clip, torch.utils.data.DataLoader(dataset, cfg["train/batch_size"]), device)
-    return with_intervals(lambda o: score(o, data, "test", extended=True), outputs(y_true, classify(features)), cfg)
+MODES: dict[str, Callable[[Clip, dict, Data, TrialLoader, torch.device], Fitted]] = {
+    "zeroshot": zero_shot,
+    "linear_probe": linear_probe,
+}
 
 
-def evaluate(cfg: dict, device: torch.device) -> dict:
-    """Load the model and the data, run clip/mode once; every metric of one epoch's report (with eval/test,
-    the test split's too)."""
-    seed_everything(int(cfg["train/seed"]))
-    reset_peak_memory(device)
-    clip = load_clip(cfg, device)
-    data = prepare_data(cfg, masks=False)
-    datasets = {"train": clip_dataset(clip, data, data.train_idx), "val": clip_dataset(clip, data, data.val_idx)}
-    loader = TrialLoader(datasets, cfg["train/batch_size"], int(cfg["train/seed"]), cfg["data/workers"],
-                         pin=device.type == "cuda")
-    run = zero_shot if cfg["clip/mode"] == "zeroshot" else linear_probe
-    classify, out, seen, seconds = run(clip, cfg, data, loader, device)
-    speed = Speed(step_rates=[seen / seconds], loader_images=loader.images, loader_s=loader.load_s,
-                  train_total_s=seconds)
-    metrics = {**score(out, data, "val"), "data/skipped_images": len(data.ds.skipped),
-               **speed.metrics(seconds, cfg["data/workers"], device)}
-    return {**metrics, **(test_metrics(clip, classify, cfg, data, device) if cfg["eval/test"] else {})}
+def predict(model: ClipClassifier, batches, cfg: dict, data: Data, device, distances: bool = False) -> Outputs:
+    """The fitted head's outputs over batches (the test split is scored with it)."""
+    features, y_true, _ = image_features(model.clip, batches, device)
+    return outputs(y_true, model.head(features))
+
+
+class ModeEvaluation(Evaluation):
+    """Fit clip/mode's head, then its validation metrics and the speed metrics (see the module doc)."""
+
+    def __call__(self, model: ClipClassifier, loader: TrialLoader, cfg: dict, data: Data, device) -> dict:
+        model.head, out, seen, seconds = MODES[cfg["clip/mode"]](model.clip, cfg, data, loader, device)
+        speed = Speed(step_rates=[seen / seconds], loader_images=loader.images, loader_s=loader.load_s,
+                      train_total_s=seconds)
+        return {**self.score(out, data, "val"), **speed.metrics(seconds, cfg["data/workers"], device)}
 
 
 def check(cfg: dict) -> None:
@@ -188,21 +191,13 @@ def check(cfg: dict) -> None:
         raise ValueError(f"clip/mode={cfg['clip/mode']!r} is not known; accepted: {', '.join(MODES)}.")
     if cfg["clip/mode"] == "zeroshot":
         select_prompt_set(cfg["clip/prompt_sets"], cfg["clip/prompt_set"])
-    elif not cfg["clip/probe_c"] > 0:
-        raise ValueError(f"clip/probe_c={cfg['clip/probe_c']!r} must be positive (the inverse L2 strength).")
     check_clip(cfg)
 
 
-def train(config: dict) -> None:
+TASK = Task(build=build, loss=None, evaluate=ModeEvaluation(predict, classification_score), masks=False,
+            check=check, transform=lambda model: clip_transform(model.clip))
+
+
+def train(cfg: dict) -> None:
     """Report the same metrics for each of train/epochs epochs, computing them once (see the module doc)."""
-    cfg = flat_config(config)
-    check(cfg)
-    torch.set_num_threads(trial_cpus())
-    device = device_for_trial()
-    state = restore(device)
-    if state is None:
-        metrics, start_epoch = evaluate(cfg, device), 0
-    else:
-        metrics, start_epoch = state["metrics"], state["epoch"]
-    for epoch in range(start_epoch + 1, cfg["train/epochs"] + 1):
-        report({**metrics, "epoch": epoch}, {"metrics": metrics, "epoch": epoch})
+    fit(cfg, TASK)

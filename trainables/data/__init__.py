@@ -7,7 +7,8 @@
 A search opens part="search" (train + val only); the held-out test images are opened only
 with part="test", for the final evaluation.
 
-Imports only numpy, Pillow, scikit-learn and filelock (never torch).
+Imports only numpy, Pillow, scikit-learn and filelock (never torch); `trainables.data.arrays` (the torch
+Dataset over the decoded arrays) is imported on its own.
 """
 
 from .cache import DataError, ImageSet, cache_dir

@@ -11,6 +11,7 @@ from .cache import BadImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 HIGH_DEPTH_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")  # 16-bit and float images
+CHANNEL_MODES = {1: "L", 3: "RGB"}  # data/channels -> the Pillow mode images are decoded to
 
 
 def is_image(name: str) -> bool:
@@ -74,4 +75,4 @@ def _gray_or_rgb(image: Image.Image, channels: int) -> Image.Image:
         values = np.asarray(image, dtype=np.float64)
         low, high = values.min(), values.max()
         image = Image.fromarray(((values - low) * (255 / max(high - low, 1e-12))).round().astype(np.uint8))
-    return image.convert("L" if channels == 1 else "RGB")
+    return image.convert(CHANNEL_MODES[channels])
