@@ -62,12 +62,15 @@ def check_models(spec: TrainableSpec, configs: list[dict], choices: dict[str, se
                 raise UsageError(str(exc)) from None
 
 
-def check_trainable(spec: TrainableSpec, configs: list[dict]) -> None:
-    """The trainable's own rules (TrainableSpec.check; cheap, no training) on each config."""
+def check_trainable(spec: TrainableSpec, configs: list[dict], choices: dict[str, set]) -> None:
+    """The trainable's own rules (TrainableSpec.check; cheap, no training) on each config, and on the
+    first with each name the space can choose in place of its own (e.g. a loss/seg no sample drew)."""
     check = spec.load_check()
     if check is None:
         return
-    for cfg in configs:
+    named = [{**configs[0], key: value} for key, values in choices.items() for value in values
+             if isinstance(value, str)]
+    for cfg in configs + named:
         try:
             check(cfg)
         except (ValueError, FileNotFoundError) as exc:
@@ -115,7 +118,7 @@ def preflight(spec: TrainableSpec, configs: list[dict], choices: dict[str, set])
     """All the checks above on full flat configs of `spec` and the other values each key can take
     (`choices`, e.g. a space's categorical choices); returns notes for the console."""
     check_models(spec, configs, choices)
-    check_trainable(spec, configs)
+    check_trainable(spec, configs, choices)
     return check_data(spec, configs, choices)
 
 

@@ -12,6 +12,8 @@ import yaml
 from PIL import Image
 
 from search.cli import run_main, train_main, ui_main
+from search.errors import UsageError
+from search.preflight import check_trainable
 from search.home import ExperimentState
 from trainables.registry import TRAINABLES
 
@@ -205,3 +207,10 @@ def test_a_port_in_use_is_a_clear_error(home, monkeypatch, capsys, fault_log):
     err = capsys.readouterr().err
     assert f"Port {port}" in err and "already in use" in err
     fault_log(fault="bad input: tracking port in use", outcome=err.strip().splitlines()[0][:300], bad_inputs=1)
+
+
+def test_a_name_the_space_can_choose_is_checked_even_when_no_sample_drew_it():
+    """preflight runs the trainable's check on every offered name (loss/seg here), not only on sampled configs."""
+    spec = TRAINABLES["segmentation"]
+    with pytest.raises(UsageError, match="loss/seg='dise' is not known"):
+        check_trainable(spec, [dict(spec.defaults)], {"loss/seg": {"dice", "dise"}})
