@@ -1,4 +1,4 @@
-"""Command-line entry points: tune-run, tune-export, tune-train, tune-ui.
+"""Command-line entry points: tune-run, tune-export, tune-train, tune-ablate, tune-ui.
 
 Only argparse is imported at module level, so `--help` answers at once; the engine (Ray,
 Optuna, MLflow, torch) is imported when a command runs.
@@ -114,6 +114,47 @@ def train_main(argv: list[str] | None = None) -> int:
         return _fail(exc)
     print(final_metrics(metrics))
     return 0
+
+
+def ablate_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="tune-ablate",
+        description="Ablate one factor at a time around a baseline config, K seeds each, every run evaluated "
+                    "once on the held-out test split; report means with 95%% intervals and paired differences "
+                    "from the baseline (t-test, Holm-corrected), and learning curves for data/fraction and "
+                    "data/shots_per_class.",
+        epilog="Example: tune-ablate best.yaml --factor data/fraction=0.25,0.5,1 --seeds 5",
+    )
+    p.add_argument("baseline", nargs="?", default="",
+                   help="a tune-export YAML (its best config), an experiment name (its best trial), or an "
+                        "ablation file such as ablations/ssl_frozen_fraction.py")
+    p.add_argument("--factor", dest="factors", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="a config key and its levels, varied alone around the baseline (repeatable)")
+    p.add_argument("--seeds", type=int, help="seeds per level and for the baseline (default 5, or an ablation "
+                                             "file's SEEDS)")
+    p.add_argument("--vary", default="seed", help="seed (default): train/seed varies; split: the train/validation "
+                                                 "split too (never the test split)")
+    p.add_argument("--pareto", type=int, metavar="I", help="the baseline is the I-th Pareto trial of the export")
+    p.add_argument("--smoke-test", action="store_true", help="apply the SMOKE overrides: tiny models, few epochs")
+    p.add_argument("--name", help="experiment name (default: ablation-<timestamp>); needed with --resume")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted ablation named by --name")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs of each run (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs of each run, fractions allowed")
+    p.add_argument("--max-concurrent", type=int, help="at most this many runs at once")
+    p.add_argument("--max-failures", type=int, default=0, help="retries of a failed run from its last checkpoint")
+    p.add_argument("--address", help="an existing Ray cluster (e.g. auto); default: start a local one")
+    args = p.parse_args(argv)
+    from search.ablate import ablate, ablation_args
+    from search.errors import UsageError
+    from trainables.data import DataError
+
+    try:
+        if not args.resume and not args.baseline:
+            raise UsageError("tune-ablate needs a baseline: a tune-export YAML, an experiment name or an ablation "
+                             "file (or --name NAME --resume).")
+        return ablate(ablation_args(args), args.name, args.resume, args.address)
+    except (UsageError, DataError) as exc:
+        return _fail(exc)
 
 
 def final_metrics(metrics: dict[str, float]) -> str:

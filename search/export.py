@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
 
 import yaml
 
 from search.errors import UsageError
+from trainables.registry import TrainableSpec
 
 
 def _parent_run(client, experiment: str):
@@ -29,16 +31,16 @@ def _entry(record) -> dict:
             "config": {k: redact(v) for k, v in record.config.items()}}
 
 
-def export_experiment(experiment: str, output: str) -> dict:
-    """Write {experiment, space, trainable, objectives, resources, best, pareto} to output.
+def export_document(experiment: str) -> dict:
+    """{experiment, space, trainable, objectives, resources, best, pareto} of a finished experiment.
 
     best and pareto follow mlflow_server.selection: FINISHED trials with finite objectives only,
     the Pareto front ranked best first, best = its first member.
     """
     from mlflow import MlflowClient
 
-    from mlflow_server.selection import pareto_front
     from mlflow_server.records import collect_trials
+    from mlflow_server.selection import pareto_front
     from mlflow_server.server import configure_client, ensure_server
     from search.home import results_dir
 
@@ -53,7 +55,7 @@ def export_experiment(experiment: str, output: str) -> dict:
         raise UsageError(f"Experiment {experiment!r} has no finished trial with finite {', '.join(objectives)} "
                          f"to export yet.")
     settings = info["settings"]
-    doc = {
+    return {
         "experiment": experiment,
         "space": parent.data.tags.get("medtune.space_file"),
         "trainable": parent.data.tags.get("medtune.trainable"),
@@ -62,9 +64,48 @@ def export_experiment(experiment: str, output: str) -> dict:
         "best": _entry(front[0]),
         "pareto": [_entry(r) for r in front],
     }
+
+
+def export_experiment(experiment: str, output: str) -> dict:
+    """Write export_document(experiment) to output as YAML; return it."""
+    doc = export_document(experiment)
     with open(output, "w") as f:
         yaml.safe_dump(doc, f, sort_keys=False)
     return doc
+
+
+def read_export(path: str) -> dict:
+    """The document of a tune-export YAML file; a missing or foreign file is a UsageError."""
+    if not os.path.isfile(path):
+        raise UsageError(f"Config file {path!r} does not exist; write one with tune-export EXPERIMENT -o {path}.")
+    with open(path) as f:
+        try:
+            doc = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{path!r} is not YAML ({exc.__class__.__name__}); pass a file written by "
+                             f"tune-export.") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("best"), dict) or "trainable" not in doc:
+        raise UsageError(f"{path!r} is not a tune-export file: it needs 'trainable' and 'best' entries.")
+    return doc
+
+
+def exported_entry(doc: dict, pareto: int | None, where: str) -> tuple[TrainableSpec, dict[str, Any]]:
+    """The trainable and the full, checked config of a tune-export document's best (or pareto[i]) entry,
+    eval/test off; keys an export from an older version lacks take the trainable's defaults."""
+    from search.overrides import TEST_KEY, check_value
+    from trainables.registry import get_trainable
+
+    front = doc.get("pareto") or []
+    if pareto is not None and not 0 <= pareto < len(front):
+        raise UsageError(f"--pareto {pareto} is out of range; {where} has {len(front)} Pareto trials (0-based).")
+    entry = doc["best"] if pareto is None else front[pareto]
+    try:
+        spec = get_trainable(doc["trainable"])
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    given = {k: v for k, v in entry.get("config", {}).items() if k != TEST_KEY}
+    config = {key: check_value(key, value, spec.defaults, where) for key, value in given.items()}
+    return spec, {**spec.defaults, **config, TEST_KEY: False}
 
 
 def retrain(path: str, pareto: int | None = None, name: str | None = None, sets: list[str] = (),
@@ -76,28 +117,17 @@ def retrain(path: str, pareto: int | None = None, name: str | None = None, sets:
     from search import engine
     from search.home import results_dir
     from search.trials import Configs
-    from trainables.registry import get_trainable
 
-    if not os.path.isfile(path):
-        raise UsageError(f"Config file {path!r} does not exist; write one with tune-export.")
-    with open(path) as f:
-        doc = yaml.safe_load(f)
-    if not isinstance(doc, dict) or "best" not in doc or "trainable" not in doc:
-        raise UsageError(f"{path!r} is not a tune-export file: it needs 'trainable' and 'best' entries.")
-    if pareto is not None and not 0 <= pareto < len(doc.get("pareto", [])):
-        raise UsageError(f"--pareto {pareto} is out of range; {path!r} has {len(doc.get('pareto', []))} Pareto trials (0-based).")
+    doc = read_export(path)
+    spec, config = retrain_config(doc, pareto, sets, path)
     entry = doc["best"] if pareto is None else doc["pareto"][pareto]
-    try:
-        spec = get_trainable(doc["trainable"])
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     resources = doc.get("resources", {})
     cpus = cpus if cpus is not None else resources.get("cpus", 1.0)
     gpus = gpus if gpus is not None else resources.get("gpus", 0.0)
     name = name or f"{doc.get('experiment', 'export')}-retrain-{time.strftime('%Y%m%d-%H%M%S')}"
     exp = engine.Experiment(
         name=name, trainable=spec, objectives=doc.get("objectives", {}),
-        trials=Configs([exported_config(entry, spec, sets, path)]), source=path,
+        trials=Configs([config]), source=path,
         settings={"config_file": os.path.abspath(path), "pareto": pareto, "sets": list(sets),
                   "cpus_per_trial": cpus, "gpus_per_trial": gpus},
         tags={"medtune.retrain_of": entry.get("run_id", "")}, cpus_per_trial=cpus, gpus_per_trial=gpus,
@@ -111,10 +141,9 @@ def retrain(path: str, pareto: int | None = None, name: str | None = None, sets:
     return {k: v for k, v in record.metrics.items() if "/" in k}
 
 
-def exported_config(entry: dict, spec, sets: list[str], where: str) -> dict:
-    """The checked config of an exported trial with the --set overrides, evaluated on test (eval/test);
-    keys an export from an older version lacks take the trainable's defaults."""
-    from search.overrides import TEST_KEY, check_value, parse_sets
+def retrain_config(doc: dict, pareto: int | None, sets: list[str], where: str) -> tuple[TrainableSpec, dict]:
+    """The exported entry's config with the --set overrides, evaluated once on test (eval/test)."""
+    from search.overrides import TEST_KEY, parse_sets
 
-    config = {**spec.defaults, **{k: check_value(k, v, spec.defaults, where) for k, v in entry["config"].items()}}
-    return {**config, **parse_sets(list(sets), spec.defaults), TEST_KEY: True}
+    spec, config = exported_entry(doc, pareto, where)
+    return spec, {**config, **parse_sets(list(sets), spec.defaults), TEST_KEY: True}

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from search.ablation.grid import BASELINE, FACTOR_TAG, LEVEL_TAG, SEED_TAG, grid
-from search.ablation.spec import (baseline_config, load_ablation, make_ablation, parse_factors, read_ablation_file,
-                                  read_export)
+from search.ablation.spec import load_ablation, make_ablation, parse_factors, read_ablation_file
+from search.export import exported_entry, read_export
 from search.errors import UsageError
 from search.overrides import check_value
 from trainables.registry import get_trainable
@@ -67,20 +67,20 @@ def test_split_seed_is_a_factor_only_while_seeds_keep_the_split():
 def test_baseline_from_an_export_fills_keys_an_older_export_lacks(tmp_path):
     path = tmp_path / "best.yaml"
     path.write_text(yaml.safe_dump(DOC))
-    spec, config = baseline_config(read_export(str(path)), None, str(path))
+    spec, config = exported_entry(read_export(str(path)), None, str(path))
     assert spec.name == "classification" and config["model/frozen_layers"] == 9
     assert config["data/image_size"] == 224 and config["train/bn_reestimate_images"] == KNOWN["train/bn_reestimate_images"]
     assert config["eval/test"] is False
-    assert baseline_config(DOC, 1, "x")[1]["optim/lr"] == 1e-4
+    assert exported_entry(DOC, 1, "x")[1]["optim/lr"] == 1e-4
     with pytest.raises(UsageError, match=r"--pareto 2 is out of range; x has 2 Pareto trials \(0-based\)"):
-        baseline_config(DOC, 2, "x")
+        exported_entry(DOC, 2, "x")
     with pytest.raises(UsageError, match="does not exist; write one with tune-export"):
         read_export(str(tmp_path / "missing.yaml"))
     (tmp_path / "other.yaml").write_text("a: 1\n")
     with pytest.raises(UsageError, match="is not a tune-export file"):
         read_export(str(tmp_path / "other.yaml"))
     with pytest.raises(UsageError, match="Unknown trainable 'nope'"):
-        baseline_config({**DOC, "trainable": "nope"}, None, "x")
+        exported_entry({**DOC, "trainable": "nope"}, None, "x")
 
 
 def test_grid_one_factor_at_a_time_with_the_baseline_once_per_seed():

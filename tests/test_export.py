@@ -6,7 +6,7 @@ from mlflow import MlflowClient
 
 from mlflow_server.records import CONFIG_FILE, PARENT, ROLE, TRIAL
 from mlflow_server.tracker import get_or_create_parent_run
-from search.export import export_experiment, exported_config
+from search.export import export_experiment, retrain_config
 from trainables.registry import get_trainable
 
 
@@ -32,7 +32,8 @@ def test_exported_yaml_holds_no_credentials(tracking_uri, tmp_path, monkeypatch)
 
 def test_an_older_export_lacking_new_keys_takes_the_defaults_and_is_evaluated_on_test():
     spec = get_trainable("classification")
-    config = exported_config({"config": {"optim/lr": 0.001, "model/backbone": "test_resnet"}}, spec,
-                             ["train/epochs=1"], "best.yaml")
+    doc = {"trainable": "classification", "best": {"config": {"optim/lr": 0.001, "model/backbone": "test_resnet"}}}
+    assert retrain_config(doc, None, ["train/epochs=1"], "best.yaml")[0] == spec
+    config = retrain_config(doc, None, ["train/epochs=1"], "best.yaml")[1]
     assert config == {**spec.defaults, "optim/lr": 0.001, "model/backbone": "test_resnet", "train/epochs": 1,
                       "eval/test": True}

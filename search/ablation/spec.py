@@ -10,11 +10,10 @@ import runpy
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from search.errors import UsageError
+from search.export import exported_entry, read_export
 from search.overrides import TEST_KEY, check_value, parse_value
-from trainables.registry import TrainableSpec, get_trainable
+from trainables.registry import TrainableSpec
 
 VARY = ("seed", "split")  # seed: train/seed only; split: also data/split_seed (train/val redrawn, never test)
 SEED_KEY, SPLIT_KEY = "train/seed", "data/split_seed"
@@ -108,38 +107,6 @@ def _check_key(key: str, known: dict[str, Any], where: str) -> None:
         raise UsageError(f"Unknown factor {key!r} in {where}; known keys are: {', '.join(sorted(known))}.")
 
 
-def read_export(path: str) -> dict:
-    """The document of a tune-export YAML file; a missing or foreign file is a UsageError."""
-    if not os.path.isfile(path):
-        raise UsageError(f"Baseline file {path!r} does not exist; write one with tune-export EXPERIMENT -o {path}, "
-                         f"or name an experiment.")
-    with open(path) as f:
-        try:
-            doc = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            raise UsageError(f"Baseline file {path!r} is not YAML ({exc.__class__.__name__}); "
-                             f"pass a file written by tune-export.") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("best"), dict) or "trainable" not in doc:
-        raise UsageError(f"{path!r} is not a tune-export file: it needs 'trainable' and 'best' entries.")
-    return doc
-
-
-def baseline_config(doc: dict, pareto: int | None, where: str) -> tuple[TrainableSpec, dict[str, Any]]:
-    """The trainable and full config of a tune-export document's best (or pareto[i]) entry; keys an older
-    export lacks take the trainable's defaults. eval/test is left to the grid."""
-    front = doc.get("pareto") or []
-    if pareto is not None and not 0 <= pareto < len(front):
-        raise UsageError(f"--pareto {pareto} is out of range; {where} has {len(front)} Pareto trials (0-based).")
-    entry = doc["best"] if pareto is None else front[pareto]
-    try:
-        spec = get_trainable(doc["trainable"])
-    except ValueError as exc:
-        raise UsageError(f"{where}: {exc}") from None
-    given = {k: v for k, v in entry.get("config", {}).items() if k != TEST_KEY}
-    config = {key: check_value(key, value, spec.defaults, where) for key, value in given.items()}
-    return spec, {**spec.defaults, **config, TEST_KEY: False}
-
-
 def make_ablation(doc: dict, factors: dict, seeds: Any, vary: Any = "seed", pareto: int | None = None,
                   where: str = "the baseline", smoke: dict | None = None, factors_where: str = "--factor",
                   metrics: dict | None = None) -> Ablation:
@@ -148,7 +115,7 @@ def make_ablation(doc: dict, factors: dict, seeds: Any, vary: Any = "seed", pare
     reported beside the export's objectives."""
     vary = check_vary(vary)
     seeds = check_seeds(seeds)
-    spec, baseline = baseline_config(doc, pareto, where)
+    spec, baseline = exported_entry(doc, pareto, where)
     if smoke:
         baseline.update({k: check_value(k, v, spec.defaults, f"SMOKE of {where}") for k, v in smoke.items()})
     checked = check_factors(factors, spec.defaults, vary, factors_where)
