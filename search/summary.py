@@ -71,17 +71,20 @@ def summarize(client, exp: Experiment, state: ExperimentState, parent: str, tags
     for trial_id, error in errors.items():
         print(f"  failed {trial_id}: {error}")
     front = log_pareto(client, parent, records, exp.objectives)
-    title = "Pareto front" if len(exp.objectives) > 1 else "Best trial"
-    print(f"\n{title} ({', '.join(f'{m} {d}' for m, d in exp.objectives.items())}):")
-    print(pareto_table(front, exp.objectives) if front else
-          f"  no finished trial with finite {', '.join(exp.objectives)}")
-    if front:
-        print(f"Best: {front[0].trial_id} (the first row; what tune-export writes as best)")
+    if exp.trials.selects:
+        title = "Pareto front" if len(exp.objectives) > 1 else "Best trial"
+        print(f"\n{title} ({', '.join(f'{m} {d}' for m, d in exp.objectives.items())}):")
+        print(pareto_table(front, exp.objectives) if front else
+              f"  no finished trial with finite {', '.join(exp.objectives)}")
+        if front:
+            print(f"Best: {front[0].trial_id} (the first row; what tune-export writes as best)")
     experiment = client.get_experiment_by_name(exp.name)
-    print(f"\nMLflow: {uri}/#/experiments/{experiment.experiment_id}/runs/{parent}"
-          f"  (experiment {exp.name!r}; Pareto plot: artifact pareto.html of the parent run)")
-    print(f"Export: tune-export {exp.name} -o best.yaml"
-          + (f"    Resume: {exp.resume_command}" if exp.resume_command else ""))
+    print(f"\nMLflow: {uri}/#/experiments/{experiment.experiment_id}/runs/{parent}  (experiment {exp.name!r}"
+          + ("; Pareto plot: artifact pareto.html of the parent run)" if exp.trials.selects else ")"))
+    hints = ([f"Export: tune-export {exp.name} -o best.yaml"] if exp.trials.selects else []) + \
+        ([f"Resume: {exp.resume_command}"] if exp.resume_command else [])
+    if hints:
+        print("    ".join(hints))
     client.set_terminated(parent, "FINISHED")
     sys.stdout.flush()
     return Outcome(0 if front else 1, records, errors)

@@ -31,6 +31,7 @@ class Trials:
     """What Search and Configs have in common; the defaults of the hooks only one of them needs."""
 
     num_samples: int
+    selects = True  # the summary names the best trial (Pareto front) and how to export it
 
     def after(self, name: str, optuna_storage: str) -> None:
         """Runs once the trials have all ended."""
@@ -106,6 +107,7 @@ class Configs(Trials):
 
     configs: list[dict]
     tags: list[dict[str, str]] = field(default_factory=list)  # empty, or one dict per config
+    selects = False  # each config is reported for itself (a re-train, an ablation), none is "best"
 
     def __post_init__(self):
         if not self.configs:

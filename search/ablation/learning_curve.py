@@ -38,7 +38,7 @@ def fit_power_law(n, error) -> PowerLaw:
     the problem well conditioned whether n counts images or shots."""
     n, error = np.asarray(n, dtype=float), np.asarray(error, dtype=float)
     if len(np.unique(n)) < 3:
-        raise ValueError(f"a power law of 3 parameters needs at least 3 distinct data sizes, got {sorted(set(n))}")
+        raise ValueError(f"a power law of 3 parameters needs at least 3 distinct data sizes, got {sorted(set(map(float, n)))}")
     top = n.max()
     c0 = 0.5 * max(error.min(), 0.0)
     a0 = max(float(np.mean(error[n == top])) - c0, 1e-6)
