@@ -174,8 +174,10 @@ def prepare_validation(model: nn.Module, loader: TrialLoader, data: Data, cfg: d
 
 def epoch_metrics(epoch: int, train_loss: float, epoch_s: float, speed: Speed, data: Data, cfg: dict,
                   device: torch.device) -> dict:
-    """What every trainable reports beside its validation metrics."""
+    """What every trainable reports beside its validation metrics; data/train_images is the size of the
+    training subset (after data/fraction and k-shot), the x of an ablation's learning curve."""
     return {"epoch": epoch, "train/loss": train_loss, "data/skipped_images": len(data.ds.skipped),
+            "data/train_images": len(data.train_idx),
             **speed.metrics(epoch_s, cfg["data/workers"], device)}
 
 
