@@ -80,18 +80,41 @@ def fault_log(request):
     return record
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A real local Ray cluster (2 CPUs) for one test module, with its own MEDTUNE_CACHE (the
-    workers inherit it); yields a folder for Ray Tune results."""
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    """Address of a real local Ray cluster (one head node, 2 CPUs) shared by the whole session.
+
+    Its processes run beside pytest, so a test connects as one more driver (a fraction of a
+    second) instead of starting Ray (several seconds each time), and the engine can run an
+    experiment on it the way `tune-run --address` does. Its workers share one MEDTUNE_CACHE of
+    the session, never the home one. Tests that kill or restart Ray (driver kills, a node's
+    death) start their own.
+    """
+    from ray.cluster_utils import Cluster
+
+    with pytest.MonkeyPatch.context() as patch:  # the node's processes inherit the environment
+        patch.setenv("MEDTUNE_CACHE", str(tmp_path_factory.mktemp("ray_cache")))
+        patch.delenv("RAY_ADDRESS", raising=False)
+        cluster = Cluster(initialize_head=True, connect=False,
+                          head_node_args={"num_cpus": 2, "include_dashboard": False})
+    yield cluster.address
+    cluster.shutdown()
+
+
+@pytest.fixture
+def ray_cluster(ray_address, tmp_path):
+    """This test process connected to the session's Ray cluster (2 CPUs); yields a folder for
+    Ray Tune results. Disconnected after, so the next test finds Ray as it expects it."""
     import ray
 
-    previous = os.environ.get("MEDTUNE_CACHE")
-    os.environ["MEDTUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield str(tmp_path_factory.mktemp("ray_results"))
+    ray.init(address=ray_address, log_to_driver=False)
+    yield str(tmp_path / "ray_results")
     ray.shutdown()
-    if previous is None:
-        os.environ.pop("MEDTUNE_CACHE", None)
-    else:
-        os.environ["MEDTUNE_CACHE"] = previous
+
+
+@pytest.fixture
+def shared_ray(ray_address, monkeypatch) -> str:
+    """The engine (tune-run, tune-train run in this process) runs its trials on the session's Ray
+    cluster: RAY_ADDRESS points at it, as `ray job submit` sets it. Returns the address."""
+    monkeypatch.setenv("RAY_ADDRESS", ray_address)
+    return ray_address
