@@ -1,4 +1,5 @@
-"""Shared fixtures: one real MLflow tracking server for the whole test session."""
+"""Shared fixtures: one real MLflow tracking server and one local Ray cluster for the whole test
+session, and the faulty, crashed and resumed experiment two test files check."""
 
 import os
 import socket
@@ -112,9 +113,10 @@ def ray_cluster(ray_address, tmp_path):
     ray.shutdown()
 
 
-@pytest.fixture
-def shared_ray(ray_address, monkeypatch) -> str:
-    """The engine (tune-run, tune-train run in this process) runs its trials on the session's Ray
-    cluster: RAY_ADDRESS points at it, as `ray job submit` sets it. Returns the address."""
-    monkeypatch.setenv("RAY_ADDRESS", ray_address)
-    return ray_address
+@pytest.fixture(scope="session")
+def faulty_and_resumed(tmp_path_factory, mlflow_server):
+    """The one experiment tests/test_faults.py and tests/test_resume.py check: trial faults under a
+    driver interrupted, killed three times and resumed each time (tests/faulty_experiment.py)."""
+    from faulty_experiment import run
+
+    return run(tmp_path_factory.mktemp("faulty"), mlflow_server)

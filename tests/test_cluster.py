@@ -4,7 +4,6 @@ completes, every trial accounted for once, the trial that was on the dead node r
 head node from its checkpoint."""
 import contextlib
 import io
-import json
 import os
 import threading
 import time
@@ -16,58 +15,24 @@ from ray.cluster_utils import Cluster
 
 import search.runner as runner
 from search.experiment import Settings
+from trials import engine_trainables, entries, recorded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAME, SAMPLES, EPOCHS = "two-nodes", 3, 3
+NAME, SAMPLES, EPOCHS = "two-nodes", 2, 3  # one trial per node
 # Both nodes notice a dead peer within seconds rather than Ray's default half a minute.
 FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_timeout_ms": 500,
                       "health_check_failure_threshold": 3}
-
-
-def reporting_node(trainable, log: str):
-    """The trainable, appending to `log` the node and epoch of every report it makes, and each
-    attempt's start (fresh or from a checkpoint)."""
-    def train(config):
-        import ray
-        from ray import tune
-
-        trial, node = tune.get_context().get_trial_id(), ray.get_runtime_context().get_node_id()
-        report = tune.report
-
-        def note(**entry):
-            with open(log, "a") as f:
-                f.write(json.dumps({"trial": trial, "node": node, **entry}) + "\n")
-
-        def logged_report(metrics, checkpoint=None):
-            report(metrics, checkpoint=checkpoint)
-            note(event="report", epoch=metrics["epoch"])
-
-        note(event="start", resumed=tune.get_checkpoint() is not None)
-        tune.report = logged_report
-        try:
-            trainable(config)
-        finally:
-            tune.report = report
-
-    return train
-
-
-def entries(log: str) -> list[dict]:
-    if not os.path.exists(log):
-        return []
-    with open(log) as f:
-        return [json.loads(line) for line in f if line.endswith("\n")]
+pytestmark = pytest.mark.slow  # each test reads the one two-node experiment
 
 
 @pytest.fixture(scope="module")
 def cluster_run(tmp_path_factory, mlflow_server):
     work = tmp_path_factory.mktemp("cluster")
     log = str(work / "reports.jsonl")
-    real = runner.lazy_trainable
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
         patch.setenv("MEDTUNE_CACHE", str(work / "cache"))  # each node's processes inherit it
-        patch.setattr(runner, "lazy_trainable", lambda spec: reporting_node(real(spec), log))
+        engine_trainables(patch, lambda trainable: recorded(trainable, log))
         cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "include_dashboard": False, "_system_config": FAST_HEALTH_CHECKS})
         worker = cluster.add_node(num_cpus=1, include_dashboard=False)
