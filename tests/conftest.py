@@ -102,14 +102,15 @@ def ray_address(tmp_path_factory):
     cluster.shutdown()
 
 
-@pytest.fixture
-def ray_cluster(ray_address, tmp_path):
-    """This test process connected to the session's Ray cluster (2 CPUs); yields a folder for
-    Ray Tune results. Disconnected after, so the next test finds Ray as it expects it."""
+@pytest.fixture(scope="module")
+def ray_cluster(ray_address, tmp_path_factory):
+    """This test process connected to the session's Ray cluster (2 CPUs) for one test module;
+    yields a folder for Ray Tune results. Disconnected after, so that the next module finds
+    Ray as it expects it (the engine connects by itself)."""
     import ray
 
     ray.init(address=ray_address, log_to_driver=False)
-    yield str(tmp_path / "ray_results")
+    yield str(tmp_path_factory.mktemp("ray_results"))
     ray.shutdown()
 
 

@@ -39,11 +39,9 @@ def test_space_loads_and_samples_20_valid_configs(path):
 
 
 @pytest.fixture(scope="module")
-def smoke_trials(ray_address, tmp_path_factory):
+def smoke_trials(ray_cluster):
     """One smoke trial per space file (its SMOKE overrides, one config sampled from its space()),
     all run by one Tuner on the session's Ray cluster; space file id -> (space, config, result)."""
-    import ray
-
     runs = {}
     for path, name in zip(SPACES, IDS):
         space = load_space(path)
@@ -56,17 +54,12 @@ def smoke_trials(ray_address, tmp_path_factory):
         trainable, space_config = trials[config["space"]]
         trainable(space_config)
 
-    ray.init(address=ray_address, log_to_driver=False)
-    try:
-        results = tune.Tuner(
-            tune.with_resources(smoke_trial, {"cpu": 1}),
-            param_space={"space": tune.grid_search(IDS)},
-            tune_config=tune.TuneConfig(reuse_actors=True),
-            run_config=tune.RunConfig(name="spaces", storage_path=str(tmp_path_factory.mktemp("ray_results")),
-                                      verbose=0),
-        ).fit()
-    finally:
-        ray.shutdown()
+    results = tune.Tuner(
+        tune.with_resources(smoke_trial, {"cpu": 1}),
+        param_space={"space": tune.grid_search(IDS)},
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(name="spaces", storage_path=ray_cluster, verbose=0),
+    ).fit()
     by_space = {result.config["space"]: result for result in results}
     return {name: (*runs[name], by_space[name]) for name in IDS}
 
