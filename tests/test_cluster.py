@@ -13,8 +13,8 @@ import pytest
 from mlflow import MlflowClient
 from ray.cluster_utils import Cluster
 
-import search.runner as runner
-from search.experiment import Settings
+from search.cli import run_main
+from search.runner import optuna_storage
 from trials import engine_trainables, entries, recorded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +32,7 @@ def cluster_run(tmp_path_factory, mlflow_server):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
         patch.setenv("MEDTUNE_CACHE", str(work / "cache"))  # each node's processes inherit it
+        patch.setenv("MEDTUNE_HOME", str(work / "runs"))
         engine_trainables(patch, lambda trainable: recorded(trainable, log))
         cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "include_dashboard": False, "_system_config": FAST_HEALTH_CHECKS})
@@ -55,14 +56,14 @@ def cluster_run(tmp_path_factory, mlflow_server):
 
         killer = threading.Thread(target=kill_worker_node_mid_trial, daemon=True)
         killer.start()
-        settings = Settings(name=NAME, space_path=os.path.join(ROOT, "spaces", "classification.py"),
-                            num_samples=SAMPLES, scheduler="fifo", max_failures=1, smoke_test=True,
-                            overrides={"data/image_size": 32, "train/epochs": EPOCHS})
+        args = [os.path.join(ROOT, "spaces", "classification.py"), "--smoke-test", "--name", NAME,
+                "--num-samples", str(SAMPLES), "--scheduler", "fifo", "--max-failures", "1",
+                "--set", "data/image_size=32", "--set", f"train/epochs={EPOCHS}", "--address", cluster.address]
         console = io.StringIO()
         started = time.monotonic()
         try:
             with contextlib.redirect_stdout(console):
-                code = runner.run_experiment(settings, str(work / "runs"), address=cluster.address)
+                code = run_main(args)
         finally:
             done.set()
             killer.join(10)
@@ -92,7 +93,7 @@ def test_worker_node_death_loses_and_doubles_no_trial(cluster_run, fault_log):
         if r.info.status == "FINISHED":
             assert steps == list(range(1, EPOCHS + 1)), (r.data.tags["medtune.trial_id"], steps)
     assert f"Trials: {SAMPLES} of {SAMPLES}:" in run["out"]
-    study = optuna.load_study(study_name=NAME, storage=runner.optuna_storage(run["home"]))
+    study = optuna.load_study(study_name=NAME, storage=optuna_storage(run["home"]))
     assert len(study.trials) == SAMPLES and "RUNNING" not in {t.state.name for t in study.trials}
     fault_log(fault="Ray worker node killed mid-trial (2-node cluster, --max-failures 1)", kills=1,
               trials_lost=SAMPLES - len(set(trial_ids)), runs_doubled=len(trial_ids) - len(set(trial_ids)),
