@@ -1,4 +1,5 @@
-"""Shared fixtures: one real MLflow tracking server for the whole test session."""
+"""Shared fixtures: one real MLflow tracking server and one local Ray cluster for the whole test
+session, and the faulty, crashed and resumed experiment two test files check."""
 
 import os
 import socket
@@ -80,18 +81,43 @@ def fault_log(request):
     return record
 
 
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    """Address of a real local Ray cluster (one head node, 2 CPUs) shared by the whole session.
+
+    Its processes run beside pytest, so a test connects as one more driver (a fraction of a
+    second) instead of starting Ray (several seconds each time), and the engine can run an
+    experiment on it the way `tune-run --address` does. Its workers share one MEDTUNE_CACHE of
+    the session, never the home one. Tests that kill or restart Ray (driver kills, a node's
+    death) start their own.
+    """
+    from ray.cluster_utils import Cluster
+
+    with pytest.MonkeyPatch.context() as patch:  # the node's processes inherit the environment
+        patch.setenv("MEDTUNE_CACHE", str(tmp_path_factory.mktemp("ray_cache")))
+        patch.delenv("RAY_ADDRESS", raising=False)
+        cluster = Cluster(initialize_head=True, connect=False,
+                          head_node_args={"num_cpus": 2, "include_dashboard": False})
+    yield cluster.address
+    cluster.shutdown()
+
+
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A real local Ray cluster (2 CPUs) for one test module, with its own MEDTUNE_CACHE (the
-    workers inherit it); yields a folder for Ray Tune results."""
+def ray_cluster(ray_address, tmp_path_factory):
+    """This test process connected to the session's Ray cluster (2 CPUs) for one test module;
+    yields a folder for Ray Tune results. Disconnected after, so that the next module finds
+    Ray as it expects it (the engine connects by itself)."""
     import ray
 
-    previous = os.environ.get("MEDTUNE_CACHE")
-    os.environ["MEDTUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address=ray_address, log_to_driver=False)
     yield str(tmp_path_factory.mktemp("ray_results"))
     ray.shutdown()
-    if previous is None:
-        os.environ.pop("MEDTUNE_CACHE", None)
-    else:
-        os.environ["MEDTUNE_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def faulty_and_resumed(tmp_path_factory, mlflow_server):
+    """The one experiment tests/test_faults.py and tests/test_resume.py check: trial faults under a
+    driver interrupted, killed three times and resumed each time (tests/faulty_experiment.py)."""
+    from faulty_experiment import run
+
+    return run(tmp_path_factory.mktemp("faulty"), mlflow_server)

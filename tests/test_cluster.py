@@ -4,7 +4,6 @@ completes, every trial accounted for once, the trial that was on the dead node r
 head node from its checkpoint."""
 import contextlib
 import io
-import json
 import os
 import threading
 import time
@@ -14,60 +13,27 @@ import pytest
 from mlflow import MlflowClient
 from ray.cluster_utils import Cluster
 
-import search.runner as runner
-from search.experiment import Settings
+from search.cli import run_main
+from search.runner import optuna_storage
+from trials import engine_trainables, entries, recorded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAME, SAMPLES, EPOCHS = "two-nodes", 3, 3
+NAME, SAMPLES, EPOCHS = "two-nodes", 2, 3  # one trial per node
 # Both nodes notice a dead peer within seconds rather than Ray's default half a minute.
 FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_timeout_ms": 500,
                       "health_check_failure_threshold": 3}
-
-
-def reporting_node(trainable, log: str):
-    """The trainable, appending to `log` the node and epoch of every report it makes, and each
-    attempt's start (fresh or from a checkpoint)."""
-    def train(config):
-        import ray
-        from ray import tune
-
-        trial, node = tune.get_context().get_trial_id(), ray.get_runtime_context().get_node_id()
-        report = tune.report
-
-        def note(**entry):
-            with open(log, "a") as f:
-                f.write(json.dumps({"trial": trial, "node": node, **entry}) + "\n")
-
-        def logged_report(metrics, checkpoint=None):
-            report(metrics, checkpoint=checkpoint)
-            note(event="report", epoch=metrics["epoch"])
-
-        note(event="start", resumed=tune.get_checkpoint() is not None)
-        tune.report = logged_report
-        try:
-            trainable(config)
-        finally:
-            tune.report = report
-
-    return train
-
-
-def entries(log: str) -> list[dict]:
-    if not os.path.exists(log):
-        return []
-    with open(log) as f:
-        return [json.loads(line) for line in f if line.endswith("\n")]
+pytestmark = pytest.mark.slow  # each test reads the one two-node experiment
 
 
 @pytest.fixture(scope="module")
 def cluster_run(tmp_path_factory, mlflow_server):
     work = tmp_path_factory.mktemp("cluster")
     log = str(work / "reports.jsonl")
-    real = runner.lazy_trainable
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
         patch.setenv("MEDTUNE_CACHE", str(work / "cache"))  # each node's processes inherit it
-        patch.setattr(runner, "lazy_trainable", lambda spec: reporting_node(real(spec), log))
+        patch.setenv("MEDTUNE_HOME", str(work / "runs"))
+        engine_trainables(patch, lambda trainable: recorded(trainable, log))
         cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "include_dashboard": False, "_system_config": FAST_HEALTH_CHECKS})
         worker = cluster.add_node(num_cpus=1, include_dashboard=False)
@@ -90,14 +56,14 @@ def cluster_run(tmp_path_factory, mlflow_server):
 
         killer = threading.Thread(target=kill_worker_node_mid_trial, daemon=True)
         killer.start()
-        settings = Settings(name=NAME, space_path=os.path.join(ROOT, "spaces", "classification.py"),
-                            num_samples=SAMPLES, scheduler="fifo", max_failures=1, smoke_test=True,
-                            overrides={"data/image_size": 32, "train/epochs": EPOCHS})
+        args = [os.path.join(ROOT, "spaces", "classification.py"), "--smoke-test", "--name", NAME,
+                "--num-samples", str(SAMPLES), "--scheduler", "fifo", "--max-failures", "1",
+                "--set", "data/image_size=32", "--set", f"train/epochs={EPOCHS}", "--address", cluster.address]
         console = io.StringIO()
         started = time.monotonic()
         try:
             with contextlib.redirect_stdout(console):
-                code = runner.run_experiment(settings, str(work / "runs"), address=cluster.address)
+                code = run_main(args)
         finally:
             done.set()
             killer.join(10)
@@ -127,7 +93,7 @@ def test_worker_node_death_loses_and_doubles_no_trial(cluster_run, fault_log):
         if r.info.status == "FINISHED":
             assert steps == list(range(1, EPOCHS + 1)), (r.data.tags["medtune.trial_id"], steps)
     assert f"Trials: {SAMPLES} of {SAMPLES}:" in run["out"]
-    study = optuna.load_study(study_name=NAME, storage=runner.optuna_storage(run["home"]))
+    study = optuna.load_study(study_name=NAME, storage=optuna_storage(run["home"]))
     assert len(study.trials) == SAMPLES and "RUNNING" not in {t.state.name for t in study.trials}
     fault_log(fault="Ray worker node killed mid-trial (2-node cluster, --max-failures 1)", kills=1,
               trials_lost=SAMPLES - len(set(trial_ids)), runs_doubled=len(trial_ids) - len(set(trial_ids)),

@@ -1,9 +1,10 @@
 """The main job end to end: `tune-run spaces/multitask.py --smoke-test` on a local Ray cluster,
-tracked by a real MLflow server, then tune-export and tune-train of the best config."""
+tracked by a real MLflow server, then tune-export and tune-train of the best config (the
+commands' functions, run in this process on the session's Ray cluster)."""
+import contextlib
+import io
 import json
 import os
-import subprocess
-import sys
 
 import optuna
 import pytest
@@ -12,34 +13,42 @@ from mlflow import MlflowClient
 
 from mlflow_server.selection import pareto_front
 from mlflow_server.records import TrialRecord
+from search.cli import export_main, run_main, train_main
 from search.runner import optuna_storage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
 SAMPLES = 4
 OBJECTIVES = {"val/f1_macro": "max", "perf/train_images_per_s": "max"}
+pytestmark = pytest.mark.slow  # each test reads the one experiment and its re-training
 
 
-def run_cli(command: str, *args: str, env: dict, cwd: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([os.path.join(BIN, command), *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{command} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+def run_cli(main, *args: str, env: dict, cwd: str) -> str:
+    """A command's main function run in this process with env set and cwd as its folder; its
+    console output (it must exit 0)."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    assert code == 0, f"{main.__name__} failed:\n{out.getvalue()[-3000:]}\n{err.getvalue()[-3000:]}"
+    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory, mlflow_server):
+def smoke(tmp_path_factory, mlflow_server, ray_address):
     work = tmp_path_factory.mktemp("work")
-    env = {**os.environ, "MEDTUNE_HOME": str(work / "runs"), "MEDTUNE_CACHE": str(work / "cache"),
-           "MLFLOW_TRACKING_URI": mlflow_server}
-    proc = run_cli("tune-run", os.path.join(ROOT, "spaces", "multitask.py"), "--smoke-test",
-                   "--name", "e2e", "--num-samples", str(SAMPLES), env=env, cwd=str(work))
+    env = {"MEDTUNE_HOME": str(work / "runs"), "MEDTUNE_CACHE": str(work / "cache"),
+           "MLFLOW_TRACKING_URI": mlflow_server, "RAY_ADDRESS": ray_address}
+    out = run_cli(run_main, os.path.join(ROOT, "spaces", "multitask.py"), "--smoke-test",
+                  "--name", "e2e", "--num-samples", str(SAMPLES), env=env, cwd=str(work))
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("e2e")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("medtune.role") == "parent"]
     trials = [r for r in runs if r.data.tags.get("medtune.role") == "trial"]
-    return {"proc": proc, "client": client, "parents": parents, "trials": trials, "env": env, "work": work}
+    return {"out": out, "client": client, "parents": parents, "trials": trials, "env": env, "work": work}
 
 
 def test_one_parent_run_and_one_nested_run_per_trial(smoke):
@@ -105,24 +114,24 @@ def test_pareto_artifact_names_only_non_dominated_finished_trials(smoke):
     with open(client.download_artifacts(parent, "pareto.html")) as f:
         html = f.read()
     assert "plotly" in html and all(r.data.tags["medtune.trial_id"] in html for r in finished)
-    out = smoke["proc"].stdout
+    out = smoke["out"]
     assert "Pareto front" in out and "MLflow: http://127.0.0.1" in out and "'e2e'" in out
-    assert "4/4 trials" in out
+    assert f"{SAMPLES}/{SAMPLES} trials" in out
 
 
 @pytest.fixture(scope="module")
 def retrain(smoke):
     """tune-export of the smoke experiment, then tune-train of its best config (evaluated on test)."""
     work, env = smoke["work"], smoke["env"]
-    run_cli("tune-export", "e2e", "-o", "best.yaml", env=env, cwd=str(work))
+    run_cli(export_main, "e2e", "-o", "best.yaml", env=env, cwd=str(work))
     with open(work / "best.yaml") as f:
         doc = yaml.safe_load(f)
-    proc = run_cli("tune-train", "best.yaml", "--name", "e2e-retrain", "--set", "eval/bootstrap=200",
-                   env=env, cwd=str(work))
+    out = run_cli(train_main, "best.yaml", "--name", "e2e-retrain", "--set", "eval/bootstrap=200",
+                  env=env, cwd=str(work))
     client = smoke["client"]
     runs = client.search_runs([client.get_experiment_by_name("e2e-retrain").experiment_id],
                               "tags.`medtune.role` = 'trial'")
-    return {"doc": doc, "proc": proc, "runs": runs}
+    return {"doc": doc, "out": out, "runs": runs}
 
 
 def test_exported_best_config_retrains_to_the_same_result(smoke, retrain):
@@ -132,7 +141,7 @@ def test_exported_best_config_retrains_to_the_same_result(smoke, retrain):
     finished = [r for r in smoke["trials"] if r.info.status == "FINISHED"]
     assert best["metrics"]["val/f1_macro"] == max(r.data.metrics["val/f1_macro"] for r in finished)
     assert {m["run_id"] for m in doc["pareto"]} >= {best["run_id"]}
-    assert "Final metrics" in retrain["proc"].stdout
+    assert "Final metrics" in retrain["out"]
     runs = retrain["runs"]
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     for metric in ("val/f1_macro", "val/accuracy", "val/dice", "val/loss"):
@@ -141,7 +150,7 @@ def test_exported_best_config_retrains_to_the_same_result(smoke, retrain):
 
 def test_retrain_reports_test_metrics_inside_their_intervals(smoke, retrain):
     (run,), client = retrain["runs"], smoke["client"]
-    assert "  test: accuracy=" in retrain["proc"].stdout
+    assert "  test: accuracy=" in retrain["out"]
     metrics = run.data.metrics
     assert metrics["test/images"] > 0 and "test/loss" in metrics
     assert not any("confusion_matrix" in key for key in metrics)  # the matrices are artifacts, not metrics

@@ -1,10 +1,10 @@
-"""Trial faults through the whole engine (run_experiment on a local Ray cluster, a real MLflow
-server): a diverging learning rate (NaN loss), a batch size BatchNorm cannot train on, an
-out-of-memory error from the second epoch on, and a worker process killed once. Each failed
-trial ends FAILED with its reason, is retried from its checkpoint up to --max-failures, never
-counts as best or enters the Pareto front, and the experiment goes on."""
-import contextlib
-import io
+"""Trial faults through the whole engine (tune-run on a local Ray cluster, a real MLflow server):
+a diverging learning rate (NaN loss), a batch size BatchNorm cannot train on, an out-of-memory
+error from the second epoch on, and a worker process killed once. Each failed trial ends FAILED
+with its reason, is retried from its checkpoint up to --max-failures, never counts as best or
+enters the Pareto front, and the experiment goes on. The experiment is the one
+tests/test_resume.py checks through driver kills (tests/faulty_experiment.py); its faults come
+after the kills, under one driver."""
 import json
 import os
 import subprocess
@@ -12,101 +12,17 @@ import sys
 
 import optuna
 import pytest
-from mlflow import MlflowClient
 
-import search.runner as runner
-from search.experiment import Settings
-from search.export import export_experiment
+from faulty_experiment import BATCH_OF_ONE, EPOCHS, KILLED, NAME, NAN, OOM, SAMPLES, STATUS, UNTOUCHED
+from search.runner import optuna_storage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NAME, SAMPLES, EPOCHS = "faulty", 5, 2
-OOM, KILLED = 3, 4  # trial indices whose faults the wrapper below causes
-SPACE = '''"""Five trials; the Optuna trial number picks a healthy config or one a real fault follows from."""
-TRAINABLE = "classification"
-OBJECTIVES = {"val/f1_macro": "max", "perf/train_images_per_s": "max"}
-DEFAULTS = {"model/backbone": "test_resnet", "data/image_size": 32, "train/epochs": %d, "optim/name": "sgd"}
-HEALTHY = {"optim/lr": 0.01, "train/batch_size": 8}
-PLAN = {1: {"optim/lr": 1e12},        # diverges: the loss becomes NaN or inf
-        2: {"train/batch_size": 1}}   # BatchNorm cannot train on a batch of one image
+FAULTS = (NAN, BATCH_OF_ONE, OOM)  # the trials that fail
 
 
-def space(trial):
-    plan = {**HEALTHY, **PLAN.get(trial.number, {}), "train/seed": trial.number}
-    for key, value in plan.items():  # a one-point range: this trial's value
-        (trial.suggest_float if isinstance(value, float) else trial.suggest_int)(key, value, value)
-''' % EPOCHS
-
-
-def with_faults(trainable, log: str):
-    """The trainable plus the faults that cannot be caused for real here, by trial number (the
-    space makes it each trial's train/seed): OOM runs out of memory in backward() from its
-    second epoch on (as a GPU would), KILLED has its worker process SIGKILLed right after
-    epoch 1 on its first attempt. Every attempt's start and every reported epoch is appended
-    to `log`."""
-    def train(config):
-        import signal
-
-        import torch
-        from ray import tune
-
-        index = config["train"]["seed"]
-        resumed = tune.get_checkpoint() is not None
-        reported = []
-
-        def note(**entry):
-            with open(log, "a") as f:
-                f.write(json.dumps({"trial": index, **entry}) + "\n")
-
-        report, backward = tune.report, torch.Tensor.backward
-
-        def logged_report(metrics, checkpoint=None):
-            report(metrics, checkpoint=checkpoint)
-            reported.append(metrics["epoch"])
-            note(event="report", epoch=metrics["epoch"])
-            if index == KILLED and not resumed:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        def backward_or_oom(tensor, *args, **kwargs):
-            if index == OOM and (resumed or reported):
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
-            return backward(tensor, *args, **kwargs)
-
-        note(event="start", resumed=resumed)
-        tune.report, torch.Tensor.backward = logged_report, backward_or_oom
-        try:
-            trainable(config)
-        finally:
-            tune.report, torch.Tensor.backward = report, backward
-
-    return train
-
-
-@pytest.fixture(scope="module")
-def faulty(tmp_path_factory, mlflow_server):
-    work = tmp_path_factory.mktemp("faults")
-    space = work / "faulty_space.py"
-    space.write_text(SPACE)
-    log = str(work / "attempts.jsonl")
-    real = runner.lazy_trainable
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-        patch.setenv("MEDTUNE_CACHE", str(work / "cache"))  # inherited by the Ray workers
-        patch.setattr(runner, "lazy_trainable", lambda spec: with_faults(real(spec), log))
-        settings = Settings(name=NAME, space_path=str(space), num_samples=SAMPLES, scheduler="fifo",
-                            sampler="random", max_failures=1)
-        home = str(work / "runs")
-        console = io.StringIO()
-        with contextlib.redirect_stdout(console):
-            code = runner.run_experiment(settings, home)
-        client = MlflowClient(mlflow_server)
-        experiment = client.get_experiment_by_name(NAME)
-        runs = client.search_runs([experiment.experiment_id], "tags.`medtune.role` = 'trial'")
-        by_index = {int(r.data.params["train/seed"]): r for r in runs}
-        with open(log) as f:
-            attempts = [json.loads(line) for line in f]
-        doc = export_experiment(NAME, str(work / "best.yaml"))
-    return {"code": code, "out": console.getvalue(), "client": client, "runs": runs, "by_index": by_index,
-            "attempts": attempts, "home": home, "export": doc}
+@pytest.fixture
+def faulty(faulty_and_resumed):
+    return faulty_and_resumed
 
 
 def history(faulty, index: int) -> list[int]:
@@ -114,25 +30,28 @@ def history(faulty, index: int) -> list[int]:
     return sorted(m.step for m in faulty["client"].get_metric_history(run.info.run_id, "val/f1_macro"))
 
 
+@pytest.mark.slow
 def test_every_trial_is_accounted_for_with_its_reason(faulty, fault_log):
-    runs, by_index = faulty["runs"], faulty["by_index"]
-    assert faulty["code"] == 0, faulty["out"][-3000:]
+    runs, by_index = faulty["trials"], faulty["by_index"]
+    assert faulty["code"] == 0, faulty["fifth"][-3000:]
     assert len(runs) == SAMPLES and sorted(by_index) == list(range(SAMPLES))  # one run per trial, none doubled
     status = {i: r.info.status for i, r in by_index.items()}
-    assert status == {0: "FINISHED", 1: "FAILED", 2: "FAILED", 3: "FAILED", 4: "FINISHED"}, status
-    error = {i: by_index[i].data.tags.get("medtune.error", "") for i in (1, 2, 3)}
-    assert "FloatingPointError" in error[1] and ("nan" in error[1] or "inf" in error[1]), error[1]
-    assert "ValueError" in error[2] and "Expected more than 1 value per channel" in error[2], error[2]
-    assert "OutOfMemoryError" in error[3] and "out of memory" in error[3].lower(), error[3]
+    assert status == STATUS, status
+    error = {i: by_index[i].data.tags.get("medtune.error", "") for i in FAULTS}
+    assert "FloatingPointError" in error[NAN] and ("nan" in error[NAN] or "inf" in error[NAN]), error[NAN]
+    assert "ValueError" in error[BATCH_OF_ONE] and "Expected more than 1 value per channel" in error[BATCH_OF_ONE], \
+        error[BATCH_OF_ONE]
+    assert "OutOfMemoryError" in error[OOM] and "out of memory" in error[OOM].lower(), error[OOM]
     headline = {i: text.split(";")[0] for i, text in error.items()}  # the error's type and first clause
     counts = {"trials_lost": SAMPLES - len(by_index), "runs_doubled": len(runs) - len(by_index)}
-    fault_log(fault="trial loss becomes NaN (SGD, optim/lr=1e12)", outcome=f"FAILED: {headline[1]}", **counts)
+    fault_log(fault="trial loss becomes NaN (SGD, optim/lr=1e12)", outcome=f"FAILED: {headline[NAN]}", **counts)
     fault_log(fault="trial raises on a sampled value (train/batch_size=1 under BatchNorm)",
-              outcome=f"FAILED: {headline[2]}", **counts)
+              outcome=f"FAILED: {headline[BATCH_OF_ONE]}", **counts)
     fault_log(fault="trial runs out of memory in epoch 2 (injected torch.OutOfMemoryError)",
-              outcome=f"FAILED after epoch 1: {headline[3]}", **counts)
+              outcome=f"FAILED after epoch 1: {headline[OOM]}", **counts)
 
 
+@pytest.mark.slow
 def test_failures_are_retried_from_the_last_checkpoint_up_to_max_failures(faulty, fault_log):
     starts, reports = {}, {}
     for a in faulty["attempts"]:
@@ -140,21 +59,26 @@ def test_failures_are_retried_from_the_last_checkpoint_up_to_max_failures(faulty
             starts.setdefault(a["trial"], []).append(a["resumed"])
         else:
             reports.setdefault(a["trial"], []).append(a["epoch"])
-    # one attempt for the healthy trial; 1 + --max-failures for each failing one
-    assert starts == {0: [False], 1: [False, False], 2: [False, False], 3: [False, True], 4: [False, True]}, starts
-    assert reports.get(1) is None and reports.get(2) is None  # both failed before any epoch ended
+    # one attempt for the healthy trial no driver kill reached; 1 + --max-failures for each failing one
+    after_kills = {i: s for i, s in starts.items() if i >= NAN}  # trials 0 and 1 took the driver kills
+    assert after_kills == {NAN: [False, False], BATCH_OF_ONE: [False, False], OOM: [False, True],
+                           KILLED: [False, True], UNTOUCHED: [False]}, starts
+    assert reports.get(NAN) is None and reports.get(BATCH_OF_ONE) is None  # both failed before any epoch ended
     assert reports[OOM] == [1]  # epoch 1, then out of memory in epoch 2 on both attempts
     assert reports[KILLED] == list(range(1, EPOCHS + 1))  # the retry continued at epoch 2, not at epoch 1
-    assert history(faulty, KILLED) == list(range(1, EPOCHS + 1)) and history(faulty, 0) == list(range(1, EPOCHS + 1))
+    assert history(faulty, KILLED) == list(range(1, EPOCHS + 1))
+    assert history(faulty, UNTOUCHED) == list(range(1, EPOCHS + 1))
     assert history(faulty, OOM) == [1]
-    assert faulty["out"].count("retrying from its epoch-1 checkpoint") == 2  # OOM and KILLED
-    assert faulty["out"].count("retrying from the start") == 2  # the NaN and the batch-size trial
-    runs = faulty["runs"]
+    out = faulty["summary_killed"]  # the driver the faults ran under
+    assert out.count("retrying from its epoch-1 checkpoint") == 2  # OOM and KILLED
+    assert out.count("retrying from the start") == 2  # the NaN and the batch-size trial
+    runs = faulty["trials"]
     fault_log(fault="trial worker process SIGKILLed after epoch 1 (--max-failures 1)", kills=1,
               trials_lost=SAMPLES - len(faulty["by_index"]), runs_doubled=len(runs) - len(faulty["by_index"]),
               outcome="retried from its epoch-1 checkpoint; FINISHED, each epoch tracked once")
 
 
+@pytest.mark.slow
 def test_failed_trials_never_count_as_best(faulty):
     client, by_index = faulty["client"], faulty["by_index"]
     finished = {r.info.run_id for r in by_index.values() if r.info.status == "FINISHED"}
@@ -165,22 +89,23 @@ def test_failed_trials_never_count_as_best(faulty):
     assert front and front <= finished
     doc = faulty["export"]
     assert doc["best"]["run_id"] in finished and {m["run_id"] for m in doc["pareto"]} <= finished
-    best_line = [line for line in faulty["out"].splitlines() if "| best " in line][-1]
+    best_line = [line for line in faulty["summary_killed"].splitlines() if "| best " in line][-1]
     assert any(r.data.tags["medtune.trial_id"] in best_line for r in by_index.values()
                if r.info.run_id in finished), best_line
 
 
+@pytest.mark.slow
 def test_summary_counts_trials_and_says_why_each_failed(faulty):
-    out = faulty["out"]
-    assert f"Trials: {SAMPLES} of {SAMPLES}: 2 finished, 0 stopped early, 3 failed" in out
+    out = faulty["fifth"]  # the summary in full (the driver the faults ran under was killed as it began)
+    assert f"Trials: {SAMPLES} of {SAMPLES}: {SAMPLES - len(FAULTS)} finished, 0 stopped early, 3 failed" in out
     failed = [line for line in out.splitlines() if line.startswith("  failed ")]
     assert len(failed) == 3, failed
     for line in failed:
         assert len(line) < 300 and "Traceback" not in line and 'File "' not in line, line
     reasons = " ".join(failed)
     assert "FloatingPointError" in reasons and "ValueError" in reasons and "OutOfMemoryError" in reasons
-    study = optuna.load_study(study_name=NAME, storage=runner.optuna_storage(faulty["home"]))
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "FAIL", "FAIL", "COMPLETE"]
+    study = optuna.load_study(study_name=NAME, storage=optuna_storage(faulty["home"]))
+    assert [t.state.name for t in study.trials] == ["FAIL" if i in FAULTS else "COMPLETE" for i in range(SAMPLES)]
 
 
 def test_faults_table_renders_the_log_with_totals(tmp_path):

@@ -1,5 +1,6 @@
 """Every space file under spaces/: it loads, 20 configs sampled at random are valid, and one smoke
-trial of it runs on generated data in its layout on a real local Ray cluster."""
+trial of it runs on generated data in its layout on a real local Ray cluster (all space files'
+trials in one Tuner, two at a time)."""
 import glob
 import math
 import os
@@ -37,18 +38,36 @@ def test_space_loads_and_samples_20_valid_configs(path):
         assert set(cfg) == set(space.defaults)  # a full config: every known key, no other
 
 
-@pytest.mark.parametrize("path", SPACES, ids=IDS)
-def test_space_runs_one_smoke_trial(ray_cluster, path):
-    space = load_space(path)
-    settings = Settings(name="t", space_path=path, num_samples=1, smoke_test=True)
-    constants = settings.constants(space)
-    config = sample_configs(space, constants, set(settings.pinned(space)), n=1, seed=3)[0][0]
-    tuner = tune.Tuner(
-        tune.with_resources(lazy_trainable(space.trainable), {"cpu": 1}),
-        param_space=nested_config(config),
-        run_config=tune.RunConfig(name=os.path.basename(path)[:-3], storage_path=ray_cluster, verbose=0),
-    )
-    result = tuner.fit()[0]
+@pytest.fixture(scope="module")
+def smoke_trials(ray_cluster):
+    """One smoke trial per space file (its SMOKE overrides, one config sampled from its space()),
+    all run by one Tuner on the session's Ray cluster; space file id -> (space, config, result)."""
+    runs = {}
+    for path, name in zip(SPACES, IDS):
+        space = load_space(path)
+        settings = Settings(name="t", space_path=path, num_samples=1, smoke_test=True)
+        config = sample_configs(space, settings.constants(space), set(settings.pinned(space)), n=1, seed=3)[0][0]
+        runs[name] = (space, config)
+    trials = {name: (lazy_trainable(space.trainable), nested_config(config)) for name, (space, config) in runs.items()}
+
+    def smoke_trial(config):  # the trial of one space file: its trainable on its config
+        trainable, space_config = trials[config["space"]]
+        trainable(space_config)
+
+    results = tune.Tuner(
+        tune.with_resources(smoke_trial, {"cpu": 1}),
+        param_space={"space": tune.grid_search(IDS)},
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(name="spaces", storage_path=ray_cluster, verbose=0),
+    ).fit()
+    by_space = {result.config["space"]: result for result in results}
+    return {name: (*runs[name], by_space[name]) for name in IDS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", IDS)
+def test_space_runs_one_smoke_trial(smoke_trials, name):
+    space, config, result = smoke_trials[name]
     assert result.error is None, result.error
     assert result.metrics["epoch"] == config["train/epochs"]
     for metric in space.objectives:

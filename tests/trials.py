@@ -1,0 +1,55 @@
+"""Trials as the tests watch them: the engine's trainable wrapped so that each attempt's start and
+every epoch it reports are appended to a log, and so that its worker process can be killed after
+an epoch, the way a preempted or crashed node kills it."""
+import json
+import os
+import signal
+
+
+def engine_trainables(patch, wrap) -> None:
+    """Have the engine (in this process) hand Ray wrap(trainable) for every trainable it runs."""
+    import search.runner as runner
+
+    real = runner.lazy_trainable
+    patch.setattr(runner, "lazy_trainable", lambda spec: wrap(real(spec)))
+
+
+def recorded(trainable, log: str, kill_after_epoch: int | None = None, kill_if=lambda config: True):
+    """The trainable, appending to `log` one JSON line per attempt start (fresh or from a
+    checkpoint) and per reported epoch, each with its Ray trial id and node id. With
+    kill_after_epoch, the worker process of a trial whose config passes kill_if is SIGKILLed
+    right after that epoch's report on its first attempt (from no checkpoint)."""
+    def train(config):
+        import ray
+        from ray import tune
+
+        trial, node = tune.get_context().get_trial_id(), ray.get_runtime_context().get_node_id()
+        resumed = tune.get_checkpoint() is not None
+        report = tune.report
+
+        def note(**entry):
+            with open(log, "a") as f:
+                f.write(json.dumps({"trial": trial, "node": node, **entry}) + "\n")
+
+        def logged_report(metrics, checkpoint=None):
+            report(metrics, checkpoint=checkpoint)
+            note(event="report", epoch=metrics["epoch"])
+            if metrics["epoch"] == kill_after_epoch and not resumed and kill_if(config):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        note(event="start", resumed=resumed)
+        tune.report = logged_report
+        try:
+            trainable(config)
+        finally:
+            tune.report = report
+
+    return train
+
+
+def entries(log: str) -> list[dict]:
+    """The lines `recorded` wrote to log so far (none if it does not exist yet)."""
+    if not os.path.exists(log):
+        return []
+    with open(log) as f:
+        return [json.loads(line) for line in f if line.endswith("\n")]
