@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from ray.cluster_utils import Cluster
 
 from search.cli import run_main
-from search.runner import optuna_storage
+from search.home import ExperimentState
 from trials import engine_trainables, entries, recorded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,7 +93,7 @@ def test_worker_node_death_loses_and_doubles_no_trial(cluster_run, fault_log):
         if r.info.status == "FINISHED":
             assert steps == list(range(1, EPOCHS + 1)), (r.data.tags["medtune.trial_id"], steps)
     assert f"Trials: {SAMPLES} of {SAMPLES}:" in run["out"]
-    study = optuna.load_study(study_name=NAME, storage=optuna_storage(run["home"]))
+    study = optuna.load_study(study_name=NAME, storage=ExperimentState(run["home"], NAME).optuna_storage)
     assert len(study.trials) == SAMPLES and "RUNNING" not in {t.state.name for t in study.trials}
     fault_log(fault="Ray worker node killed mid-trial (2-node cluster, --max-failures 1)", kills=1,
               trials_lost=SAMPLES - len(set(trial_ids)), runs_doubled=len(trial_ids) - len(set(trial_ids)),

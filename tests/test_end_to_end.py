@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from mlflow_server.selection import pareto_front
 from mlflow_server.records import TrialRecord
 from search.cli import export_main, run_main, train_main
-from search.runner import optuna_storage
+from search.home import ExperimentState
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = 4
@@ -84,7 +84,7 @@ def test_optuna_states_match_the_mlflow_statuses_with_every_epoch(smoke):
     with its last epoch's values, and the study holds every epoch of every trial (two objectives:
     user attributes). tests/test_optuna_states.py makes ASHA stop a trial for sure."""
     client = smoke["client"]
-    study = optuna.load_study(study_name="e2e", storage=optuna_storage(str(smoke["work"] / "runs")))
+    study = optuna.load_study(study_name="e2e", storage=ExperimentState(str(smoke["work"] / "runs"), "e2e").optuna_storage)
     runs = {r.data.tags["medtune.trial_id"]: r for r in smoke["trials"]}
     assert sorted(t.user_attrs["trial_id"] for t in study.trials) == sorted(runs)
     assert study.metric_names == list(OBJECTIVES)

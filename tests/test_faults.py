@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from faulty_experiment import BATCH_OF_ONE, EPOCHS, KILLED, NAME, NAN, OOM, SAMPLES, STATUS, UNTOUCHED
-from search.runner import optuna_storage
+from search.home import ExperimentState
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAULTS = (NAN, BATCH_OF_ONE, OOM)  # the trials that fail
@@ -104,7 +104,7 @@ def test_summary_counts_trials_and_says_why_each_failed(faulty):
         assert len(line) < 300 and "Traceback" not in line and 'File "' not in line, line
     reasons = " ".join(failed)
     assert "FloatingPointError" in reasons and "ValueError" in reasons and "OutOfMemoryError" in reasons
-    study = optuna.load_study(study_name=NAME, storage=optuna_storage(faulty["home"]))
+    study = optuna.load_study(study_name=NAME, storage=ExperimentState(faulty["home"], NAME).optuna_storage)
     assert [t.state.name for t in study.trials] == ["FAIL" if i in FAULTS else "COMPLETE" for i in range(SAMPLES)]
 
 

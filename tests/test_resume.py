@@ -7,14 +7,15 @@ its trials end FINISHED or, the faulty ones, FAILED."""
 import json
 import os
 import pickle
+from dataclasses import asdict
 
 import optuna
 import pytest
 
 from faulty_experiment import EPOCHS, NAME, SAMPLES, STATUS
 from search.cli import run_main
-from search.experiment import Settings, save_settings
-from search.runner import optuna_storage
+from search.experiment import Settings
+from search.home import ExperimentState
 from search.sampling import SpaceSampler, make_sampler
 from search.searcher import ResumableOptunaSearch
 from search.spacefile import load_space
@@ -70,7 +71,7 @@ def test_every_trial_ran_once_and_every_epoch_is_tracked_once(crashed_and_resume
 @pytest.mark.slow
 def test_optuna_study_holds_each_trial_once(crashed_and_resumed):
     seen = crashed_and_resumed
-    study = optuna.load_study(study_name=NAME, storage=optuna_storage(seen["home"]))
+    study = optuna.load_study(study_name=NAME, storage=ExperimentState(seen["home"], NAME).optuna_storage)
     expected = ["COMPLETE" if STATUS[n] == "FINISHED" else "FAIL" for n in range(SAMPLES)]
     assert [t.state.name for t in study.trials] == expected  # no stale ask left, none doubled
     assert [t.number for t in study.trials] == list(range(SAMPLES))
@@ -97,7 +98,7 @@ def test_resume_after_the_search_only_prints_the_summary(crashed_and_resumed, fa
 
 def test_resume_without_ray_state_is_a_clear_error(tmp_path, monkeypatch, capsys, fault_log):
     home = tmp_path / "runs"
-    save_settings(str(home), Settings(name="lost", space_path=SPACE, num_samples=2))
+    ExperimentState(str(home), "lost").save_settings(asdict(Settings(name="lost", space_path=SPACE, num_samples=2)))
     monkeypatch.setenv("MEDTUNE_HOME", str(home))
     monkeypatch.setenv("MEDTUNE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -118,11 +119,11 @@ def test_restored_searcher_reattaches_the_asks_a_killed_driver_left(tmp_path):
     space = load_space(SPACE)
     settings = Settings(name="asks", space_path=SPACE, num_samples=4, smoke_test=True)
     constants = settings.constants(space)
-    storage = optuna_storage(str(tmp_path))
+    storage = ExperimentState(str(tmp_path), "asks").optuna_storage
 
     def searcher() -> ResumableOptunaSearch:  # as build_tuner makes it, and as Ray unpickles it
         made = ResumableOptunaSearch(
-            space=SpaceSampler(space.path, constants, set(settings.pinned(space)), space.defaults),
+            space=SpaceSampler(space, constants, set(settings.pinned(space))),
             metric=list(space.objectives), mode=list(space.objectives.values()),
             sampler=make_sampler("tpe", 0), study_name="asks", storage=optuna.storages.RDBStorage(storage))
         return pickle.loads(pickle.dumps(made))

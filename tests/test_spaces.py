@@ -10,7 +10,6 @@ from ray import tune
 
 from search.experiment import Settings
 from search.preflight import sample_configs
-from search.runner import lazy_trainable
 from search.spacefile import load_space
 from trainables.registry import nested_config
 
@@ -48,7 +47,7 @@ def smoke_trials(ray_cluster):
         settings = Settings(name="t", space_path=path, num_samples=1, smoke_test=True)
         config = sample_configs(space, settings.constants(space), set(settings.pinned(space)), n=1, seed=3)[0][0]
         runs[name] = (space, config)
-    trials = {name: (lazy_trainable(space.trainable), nested_config(config)) for name, (space, config) in runs.items()}
+    trials = {name: (space.trainable.function(), nested_config(config)) for name, (space, config) in runs.items()}
 
     def smoke_trial(config):  # the trial of one space file: its trainable on its config
         trainable, space_config = trials[config["space"]]

@@ -134,7 +134,7 @@ def test_preflight_forms_the_test_split_without_decoding_it(folders, tmp_path, d
                     f'DEFAULTS = {{"data/root": {str(folders)!r}, "data/layout": "image_folder"}}\n'
                     "SMOKE = {}\n\ndef space(trial):\n    pass\n")
     space = load_space(str(path))
-    check_data(space, [dict(space.defaults)], {})
+    check_data(space.trainable, [dict(space.defaults)], {})
     test = set(saved_test(folders)["test"])
     assert len(test) == 6 and decodes and not test & set(decodes)
 

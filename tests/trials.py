@@ -8,10 +8,10 @@ import signal
 
 def engine_trainables(patch, wrap) -> None:
     """Have the engine (in this process) hand Ray wrap(trainable) for every trainable it runs."""
-    import search.runner as runner
+    from trainables.registry import TrainableSpec
 
-    real = runner.lazy_trainable
-    patch.setattr(runner, "lazy_trainable", lambda spec: wrap(real(spec)))
+    real = TrainableSpec.function
+    patch.setattr(TrainableSpec, "function", lambda spec: wrap(real(spec)))
 
 
 def recorded(trainable, log: str, kill_after_epoch: int | None = None, kill_if=lambda config: True):
