@@ -8,13 +8,13 @@ take seconds (test models, 32 px, a fraction of the generated images) and test c
 stays out of the registry. A registered trainable without one fails test_every_trainable_has_a_tiny_config.
 """
 import os
-import signal
 
 import numpy as np
 import pytest
 from ray import tune
 
 from trainables.registry import TRAINABLES, nested_config
+from trials import entries, recorded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = {"data/image_size": 32, "train/epochs": 2, "train/batch_size": 8, "optim/lr": 1e-3, "data/fraction": 0.25,
@@ -41,36 +41,11 @@ def tiny_config(name: str) -> dict:
     return {**TRAINABLES[name].defaults, **BASE, **TINY[name]}
 
 
-def killed_after_epoch(trainable, kill_epoch: int, log: str):
-    """The trainable, but its worker process dies (SIGKILL) right after first reporting `kill_epoch`.
-
-    Every reported epoch is appended to `log`, across the worker's restart.
-    """
-    def train(config):
-        first_attempt = tune.get_checkpoint() is None
-        report = tune.report
-
-        def logged_report(metrics, checkpoint=None):
-            report(metrics, checkpoint=checkpoint)
-            with open(log, "a") as f:
-                f.write(f"{metrics['epoch']}\n")
-            if first_attempt and metrics["epoch"] == kill_epoch:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        tune.report = logged_report
-        try:
-            trainable(config)
-        finally:
-            tune.report = report
-
-    return train
-
-
 def straight_and_killed(name: str, config: dict, kill_epoch: int, log: str, storage: str):
     """Two trials of config side by side in one Tuner: one uninterrupted, one whose worker is killed after
     `kill_epoch` and restarted from its checkpoint."""
     trainable = TRAINABLES[name].function()
-    killed = killed_after_epoch(trainable, kill_epoch, log)
+    killed = recorded(trainable, log, kill_after_epoch=kill_epoch)
 
     def run(config):
         (killed if config["kill"] else trainable)({k: v for k, v in config.items() if k != "kill"})
@@ -98,8 +73,7 @@ def runs(ray_cluster):
             config = tiny_config(name)
             log = os.path.join(ray_cluster, f"{name}-epochs.log")
             straight, resumed = straight_and_killed(name, config, config["train/epochs"] // 2, log, ray_cluster)
-            with open(log) as f:
-                done[name] = config, straight, resumed, f.read().split()
+            done[name] = config, straight, resumed, [str(e["epoch"]) for e in entries(log) if e["event"] == "report"]
         return done[name]
 
     return run
