@@ -1,4 +1,4 @@
-"""Command-line entry points: tune-run, tune-export, tune-train, tune-ablate, tune-ui.
+"""Command-line entry points: tune-run, tune-export, tune-train, tune-ablate, tune-report, tune-ui.
 
 Only argparse is imported at module level, so `--help` answers at once; the engine (Ray,
 Optuna, MLflow, torch) is imported when a command runs.
@@ -155,6 +155,30 @@ def ablate_main(argv: list[str] | None = None) -> int:
         return ablate(ablation_args(args), args.name, args.resume, args.address)
     except (UsageError, DataError) as exc:
         return _fail(exc)
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="tune-report",
+        description="Analyse a search's Optuna study and log it under analysis/ of its parent run as HTML and "
+                    "PNG: hyperparameter importance per objective over the completed trials (PED-ANOVA and "
+                    "fANOVA; skipped with a note when too few trials completed), parallel coordinates, "
+                    "optimisation history and, for 2-3 objectives, the Pareto front. A search with enough "
+                    "completed trials gets it by itself at its end (thresholds: README, tune-report).",
+        epilog="Example: tune-report multitask-20260101-120000",
+    )
+    p.add_argument("experiment", help="name of a search, as given to tune-run --name")
+    args = p.parse_args(argv)
+    from search.analysis import report_experiment
+    from search.errors import UsageError
+    from search.home import results_dir
+
+    try:
+        lines = report_experiment(args.experiment, results_dir())
+    except (UsageError, RuntimeError) as exc:
+        return _fail(exc)
+    print("\n".join(lines))
+    return 0
 
 
 def final_metrics(metrics: dict[str, float]) -> str:

@@ -25,6 +25,12 @@ def results_dir() -> str:
     return str(path)
 
 
+def experiment_names(home: str) -> list[str]:
+    """The experiments of the home (those with saved settings), sorted."""
+    folder = os.path.join(home, "experiments")
+    return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json")) if os.path.isdir(folder) else []
+
+
 @dataclass(frozen=True)
 class ExperimentState:
     """The paths of one experiment's state under a home (see the module doc)."""
@@ -49,8 +55,12 @@ class ExperimentState:
         return os.path.join(self.ray_dir, "medtune_search_done")
 
     @property
+    def optuna_file(self) -> str:
+        return os.path.join(self.home, "optuna.db")
+
+    @property
     def optuna_storage(self) -> str:
-        return f"sqlite:///{os.path.join(self.home, 'optuna.db')}"
+        return f"sqlite:///{self.optuna_file}"
 
     @property
     def pending_dir(self) -> str:
@@ -65,11 +75,9 @@ class ExperimentState:
     def load_settings(self) -> dict:
         """The saved settings; a UsageError listing the experiments of the home when there are none."""
         if not os.path.isfile(self.settings_file):
-            folder = os.path.dirname(self.settings_file)
-            known = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json")) if os.path.isdir(folder) else []
             raise UsageError(
                 f"There is no experiment named {self.name!r} to resume in {self.home!r}; "
-                f"experiments there: {', '.join(known) or 'none'}."
+                f"experiments there: {', '.join(experiment_names(self.home)) or 'none'}."
             )
         with open(self.settings_file) as f:
             return json.load(f)

@@ -44,7 +44,8 @@ def failure_reason(error: str | None) -> str:
 
 
 def summarize(client, exp: Experiment, state: ExperimentState, parent: str, tags: dict[str, str]) -> Outcome:
-    """Print the trial counts and failures, log the Pareto front onto the parent run and print it.
+    """Print the trial counts and failures, log the Pareto front onto the parent run and print it, and
+    for a search with enough completed trials, its analysis (search.analysis).
 
     Tracking writes a server outage left pending are written first (or reported), and each trial
     run gets the tags its config was given with. The front and the best trial follow
@@ -55,6 +56,7 @@ def summarize(client, exp: Experiment, state: ExperimentState, parent: str, tags
     from mlflow_server.pareto import log_pareto, pareto_table
     from mlflow_server.records import ERROR, collect_trials
     from mlflow_server.tracker import TrialTracker
+    from search.analysis import report_after_search
 
     uri = client.tracking_uri
     tracker = TrialTracker(uri, exp.name, parent, tags, state.pending_dir)
@@ -78,6 +80,8 @@ def summarize(client, exp: Experiment, state: ExperimentState, parent: str, tags
               f"  no finished trial with finite {', '.join(exp.objectives)}")
         if front:
             print(f"Best: {front[0].trial_id} (the first row; what tune-export writes as best)")
+    if exp.trials.selects:
+        report_after_search(client, parent, exp.name, list(exp.objectives), state.optuna_storage)
     experiment = client.get_experiment_by_name(exp.name)
     print(f"\nMLflow: {uri}/#/experiments/{experiment.experiment_id}/runs/{parent}  (experiment {exp.name!r}"
           + ("; Pareto plot: artifact pareto.html of the parent run)" if exp.trials.selects else ")"))
