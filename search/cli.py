@@ -164,7 +164,7 @@ def report_main(argv: list[str] | None = None) -> int:
                     "PNG: hyperparameter importance per objective over the completed trials (PED-ANOVA and "
                     "fANOVA; skipped with a note when too few trials completed), parallel coordinates, "
                     "optimisation history and, for 2-3 objectives, the Pareto front. A search with enough "
-                    "completed trials gets it by itself at its end (thresholds: README, tune-report).",
+                    "completed trials gets it by itself at its end; the README gives both thresholds.",
         epilog="Example: tune-report multitask-20260101-120000",
     )
     p.add_argument("experiment", help="name of a search, as given to tune-run --name")

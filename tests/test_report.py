@@ -13,9 +13,14 @@ from mlflow import MlflowClient
 from mlflow_server.tracker import get_or_create_parent_run
 from search.analysis import AUTO_REPORT_MIN_COMPLETE, report_after_search
 from search.cli import report_main
+from search.experiment import Settings
 from search.home import ExperimentState
+from search.runner import search_experiment
+from search.spacefile import load_space
+from search.summary import summarize
 
 OBJECTIVES = {"val/f1_macro": "max", "perf/train_images_per_s": "min"}
+SPACE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "spaces", "classification.py")
 
 
 def make_search(home: str, name: str, n_complete: int, client: MlflowClient | None = None) -> str:
@@ -111,3 +116,15 @@ def test_the_report_at_the_end_of_a_search_needs_enough_trials_and_never_fails_i
 
     report_after_search(client, "no-such-run", "missing", list(OBJECTIVES), storage)
     assert "note: the analysis of 'missing' failed" in capsys.readouterr().out
+
+
+def test_a_search_with_enough_completed_trials_gets_its_analysis_at_its_end(home, tracking_uri, capsys):
+    client = MlflowClient(tracking_uri)
+    name = f"report-auto-{os.path.basename(home)}"
+    parent = make_search(home, name, AUTO_REPORT_MIN_COMPLETE, client)
+    space = load_space(SPACE)
+    settings = Settings(name=name, space_path=space.path, num_samples=AUTO_REPORT_MIN_COMPLETE + 2)
+    summarize(client, search_experiment(settings, space), ExperimentState(home, name), parent, {})
+    assert "artifacts analysis/ of the parent run" in capsys.readouterr().out
+    files = {os.path.basename(f.path) for f in client.list_artifacts(parent, "analysis")}
+    assert {"importance.json", "importance_val_f1_macro_fanova.png", "pareto_front.html"} <= files
