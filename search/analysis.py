@@ -1,6 +1,7 @@
 """The analysis of a search's Optuna study (tune-report, and by itself at the end of a search):
 hyperparameter importance, parallel coordinates, optimisation history and the Pareto front,
-each as interactive HTML (plotly) and PNG (matplotlib), logged under analysis/ of the parent run.
+each a PNG (matplotlib) and on one interactive HTML page (plotly), logged under analysis/ of the
+parent run.
 
 Importance is computed over the COMPLETE trials only (those that reached train/epochs; a
 pruned trial's last value is not comparable), per objective, with two of Optuna's evaluators:
@@ -26,6 +27,7 @@ IMPORTANCE_MIN_COMPLETE = 4  # fewer COMPLETE trials: importance is skipped with
 AUTO_REPORT_MIN_COMPLETE = 8  # a search with at least this many COMPLETE trials gets its report by itself
 TOP_PARAMS = 5  # parameters printed per objective
 FOLDER = "analysis"  # the parent run's artifact folder
+PAGE = "analysis.html"  # every chart, interactive, in FOLDER
 STATE_WORDS = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "stopped early", TrialState.FAIL: "failed"}
 
 
@@ -74,28 +76,30 @@ def varied_params(trials: list[FrozenTrial]) -> list[str]:
 
 
 def write_analysis(study: optuna.Study, objectives: list[str], folder: str) -> list[str]:
-    """Write the plots (HTML + PNG) and importance.json into folder; return the summary lines."""
+    """Write the charts (PNGs and the page) and importance.json into folder; return the summary lines."""
     done = complete(study)
     varied = varied_params(done)
     counts = ", ".join(f"{sum(t.state == state for t in study.trials)} {word}" for state, word in STATE_WORDS.items())
     lines = [f"Search {study.study_name!r}: {len(study.trials)} trials ({counts})"]
     copies = [per_objective(study, i) for i in range(len(objectives))]
+    charts = Charts(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning on every matplotlib plot
         if len(done) < IMPORTANCE_MIN_COMPLETE or not varied:
             lines.append(f"  importance skipped: it needs at least {IMPORTANCE_MIN_COMPLETE} completed trials and a "
                          f"parameter they vary ({len(done)} completed, {len(varied)} varied)")
         else:
-            lines += importance(copies, objectives, len(done), folder)
-        plot(folder, "parallel_coordinate", "plot_parallel_coordinate", copies[0], target_name=objectives[0])
+            lines += importance(copies, objectives, len(done), charts)
+        charts.add("parallel_coordinate", "plot_parallel_coordinate", copies[0], target_name=objectives[0])
         for name, single in zip(objectives, copies):
-            plot(folder, f"history_{slug(name)}", "plot_optimization_history", single, target_name=name)
+            charts.add(f"history_{slug(name)}", "plot_optimization_history", single, target_name=name)
         if 2 <= len(objectives) <= 3:
-            plot(folder, "pareto_front", "plot_pareto_front", study, target_names=objectives)
+            charts.add("pareto_front", "plot_pareto_front", study, target_names=objectives)
+    charts.write_page(f"Analysis of search {study.study_name}")
     return lines
 
 
-def importance(copies: list[optuna.Study], objectives: list[str], n_complete: int, folder: str) -> list[str]:
+def importance(copies: list[optuna.Study], objectives: list[str], n_complete: int, charts: Charts) -> list[str]:
     """Per objective and evaluator: the importances (importance.json) and their bar chart; the
     summary lines with the top parameters under both evaluators."""
     numbers = {name: {key: get_param_importances(single, evaluator=evaluator)
@@ -105,14 +109,14 @@ def importance(copies: list[optuna.Study], objectives: list[str], n_complete: in
              f"by PED-ANOVA):"]
     for name, single in zip(objectives, copies):
         for key in evaluators():
-            plot(folder, f"importance_{slug(name)}_{key}", "plot_param_importances", single,
-                 evaluator=_Fixed(numbers[name][key]), target_name=name)
+            charts.add(f"importance_{slug(name)}_{key}", "plot_param_importances", single,
+                       evaluator=_Fixed(numbers[name][key]), target_name=name)
         ped, fanova = numbers[name]["ped_anova"], numbers[name]["fanova"]
         lines.append(f"  {name} ({single.direction.name.lower()}):")
         lines += [f"    {param:<28} {ped[param]:.3f}  {fanova.get(param, 0.0):.3f}" for param in list(ped)[:TOP_PARAMS]]
     described = {"ped_anova": "optuna.importance.PedAnovaImportanceEvaluator(): the top 10% of trials against all",
                  "fanova": "optuna.importance.FanovaImportanceEvaluator(seed=0)"}
-    with open(os.path.join(folder, "importance.json"), "w") as f:
+    with open(os.path.join(charts.folder, "importance.json"), "w") as f:
         json.dump({"trials": f"COMPLETE only ({n_complete})", "evaluators": described, "importance": numbers}, f,
                   indent=2)
     return lines
@@ -129,20 +133,35 @@ class _Fixed(BaseImportanceEvaluator):
         return dict(self.importances)
 
 
-def plot(folder: str, stem: str, function: str, study: optuna.Study, **kwargs) -> None:
-    """Optuna's plot `function` as <stem>.html (plotly, plotly.js embedded) and <stem>.png (matplotlib)."""
-    import matplotlib
+class Charts:
+    """The analysis's charts: each one a PNG (matplotlib) in the folder, and all of them on one interactive
+    page, analysis.html (plotly, plotly.js embedded once: it opens offline, and weighs ~5 MB in all
+    rather than ~5 MB per chart)."""
 
-    matplotlib.use("Agg")  # files only, whatever display there is
-    import matplotlib.pyplot as plt
-    import optuna.visualization.matplotlib
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.figures = {}  # stem -> plotly figure
 
-    getattr(optuna.visualization, function)(study, **kwargs).write_html(
-        os.path.join(folder, f"{stem}.html"), include_plotlyjs=True)
-    axes = getattr(optuna.visualization.matplotlib, function)(study, **kwargs)
-    figure = getattr(axes, "figure", None) or axes.flat[0].figure
-    figure.savefig(os.path.join(folder, f"{stem}.png"), dpi=120, bbox_inches="tight")
-    plt.close(figure)
+    def add(self, stem: str, function: str, study: optuna.Study, **kwargs) -> None:
+        """Optuna's plot `function` of the study: <stem>.png now, its interactive twin on the page."""
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, whatever display there is
+        import matplotlib.pyplot as plt
+        import optuna.visualization.matplotlib
+
+        self.figures[stem] = getattr(optuna.visualization, function)(study, **kwargs)
+        axes = getattr(optuna.visualization.matplotlib, function)(study, **kwargs)
+        figure = getattr(axes, "figure", None) or axes.flat[0].figure
+        figure.savefig(os.path.join(self.folder, f"{stem}.png"), dpi=120, bbox_inches="tight")
+        plt.close(figure)
+
+    def write_page(self, title: str) -> None:
+        sections = [f'<h2 id="{stem}">{stem}</h2>' + figure.to_html(full_html=False, include_plotlyjs=not i)
+                    for i, (stem, figure) in enumerate(self.figures.items())]
+        with open(os.path.join(self.folder, PAGE), "w") as f:
+            f.write(f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title></head><body>'
+                    f'<h1>{title}</h1>{"".join(sections)}</body></html>')
 
 
 def slug(metric: str) -> str:

@@ -65,10 +65,13 @@ def test_report_logs_importance_plots_and_ranks_the_important_parameter_first(ho
     out = capsys.readouterr().out
     assert "30 completed" in out and "Importance over the 30 completed trials only" in out and parent in out
     files = {os.path.basename(f.path) for f in client.list_artifacts(parent, "analysis")}
+    with open(client.download_artifacts(parent, "analysis/analysis.html")) as f:
+        page = f.read()
     for stem in ["parallel_coordinate", "history_val_f1_macro", "history_perf_train_images_per_s", "pareto_front",
                  *(f"importance_{o}_{e}" for o in ["val_f1_macro", "perf_train_images_per_s"]
                    for e in ["ped_anova", "fanova"])]:
-        assert {f"{stem}.html", f"{stem}.png"} <= files, stem
+        assert f"{stem}.png" in files and f'<h2 id="{stem}">' in page, stem
+    assert page.count("Plotly.newPlot") == 8  # the interactive charts, on one page
     with open(client.download_artifacts(parent, "analysis/importance.json")) as f:
         report = json.load(f)
     assert report["trials"] == "COMPLETE only (30)"
@@ -127,4 +130,4 @@ def test_a_search_with_enough_completed_trials_gets_its_analysis_at_its_end(home
     summarize(client, search_experiment(settings, space), ExperimentState(home, name), parent, {})
     assert "artifacts analysis/ of the parent run" in capsys.readouterr().out
     files = {os.path.basename(f.path) for f in client.list_artifacts(parent, "analysis")}
-    assert {"importance.json", "importance_val_f1_macro_fanova.png", "pareto_front.html"} <= files
+    assert {"analysis.html", "importance.json", "importance_val_f1_macro_fanova.png", "pareto_front.png"} <= files
