@@ -9,6 +9,7 @@ PED-ANOVA (what the top 10% of trials share) and fANOVA (variance explained, a r
 """
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -62,7 +63,12 @@ def complete(study: optuna.Study) -> list[FrozenTrial]:
 def per_objective(study: optuna.Study, index: int) -> optuna.Study:
     """An in-memory single-objective copy of the study for objective `index` (its direction, the
     trials' states and params), so Optuna's plots and evaluators see which way is better."""
-    single = optuna.create_study(direction=study.directions[index])
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" per objective
+    try:
+        single = optuna.create_study(direction=study.directions[index])
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     single.add_trials([create_trial(state=t.state, params=t.params, distributions=t.distributions,
                                     value=t.values[index] if t.state == TrialState.COMPLETE else None)
                        for t in study.get_trials(deepcopy=False, states=tuple(STATE_WORDS))])
@@ -157,6 +163,7 @@ class Charts:
         plt.close(figure)
 
     def write_page(self, title: str) -> None:
+        title = html.escape(title)
         sections = [f'<h2 id="{stem}">{stem}</h2>' + figure.to_html(full_html=False, include_plotlyjs=not i)
                     for i, (stem, figure) in enumerate(self.figures.items())]
         with open(os.path.join(self.folder, PAGE), "w") as f:
@@ -200,7 +207,7 @@ def report_after_search(client, parent: str, name: str, objectives: list[str], o
         study = optuna.load_study(study_name=name, storage=optuna_storage)
         if len(complete(study)) < AUTO_REPORT_MIN_COMPLETE:
             print(f"Analysis: not made by itself with fewer than {AUTO_REPORT_MIN_COMPLETE} completed trials; "
-                  f"run tune-report {name}")
+                  f"tune-report {name} makes it")
             return
         log_analysis(client, parent, study, objectives)
         print(f"Analysis (importance, parallel coordinates, history): artifacts {FOLDER}/ of the parent run; "

@@ -62,7 +62,8 @@ def test_report_logs_importance_plots_and_ranks_the_important_parameter_first(ho
     parent = make_search(home, name, 30, client)
 
     assert report_main([name]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert not err, err  # no library chatter: the summary alone
     assert "30 completed" in out and "Importance over the 30 completed trials only" in out and parent in out
     files = {os.path.basename(f.path) for f in client.list_artifacts(parent, "analysis")}
     with open(client.download_artifacts(parent, "analysis/analysis.html")) as f:
