@@ -213,5 +213,7 @@ def report_after_search(client, parent: str, name: str, objectives: list[str], o
         print(f"Analysis (importance, parallel coordinates, history): artifacts {FOLDER}/ of the parent run; "
               f"tune-report {name} prints the importances")
     except Exception as exc:  # the experiment has ended and is tracked: its analysis must not fail it
-        print(f"note: the analysis of {name!r} failed ({exc.__class__.__name__}: {exc}); the experiment is "
-              f"unaffected; try tune-report {name}")
+        from search.summary import failure_reason
+
+        print(f"note: the analysis of {name!r} failed ({failure_reason(f'{exc.__class__.__name__}: {exc}')}); the "
+              f"experiment is unaffected; try tune-report {name}")
