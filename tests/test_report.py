@@ -5,6 +5,7 @@ import json
 import math
 import os
 import random
+import warnings
 
 import optuna
 import pytest
@@ -25,10 +26,11 @@ SPACE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def make_search(home: str, name: str, n_complete: int, client: MlflowClient | None = None) -> str:
     """A search study of n_complete COMPLETE trials plus one stopped early and one failed; its parent run."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the test's own study is no news
     study = optuna.create_study(study_name=name, storage=ExperimentState(home, name).optuna_storage,
                                 directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
-    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(OBJECTIVES))
     noise = random.Random(0)
     for number in range(n_complete + 2):
@@ -45,7 +47,7 @@ def make_search(home: str, name: str, n_complete: int, client: MlflowClient | No
                                (weight - 0.5) ** 2 + 0.001 * noise.random()])
     if client is None:
         return ""
-    parent = get_or_create_parent_run(client, name, {"medtune.role": "parent"})
+    parent = get_or_create_parent_run(client, name, {})
     client.log_param(parent, "objectives", json.dumps(OBJECTIVES))
     return parent
 
