@@ -27,6 +27,7 @@ from search.home import ExperimentState, experiment_names
 IMPORTANCE_MIN_COMPLETE = 4  # fewer COMPLETE trials: importance is skipped with a note, not computed
 AUTO_REPORT_MIN_COMPLETE = 8  # a search with at least this many COMPLETE trials gets its report by itself
 TOP_PARAMS = 5  # parameters printed per objective
+STEADY_COMPLETE = 50  # from here PED-ANOVA's top 10% holds the 5 trials Optuna advises; fewer: a caution
 FOLDER = "analysis"  # the parent run's artifact folder
 PAGE = "analysis.html"  # every chart, interactive, in FOLDER
 STATE_WORDS = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "stopped early", TrialState.FAIL: "failed"}
@@ -113,6 +114,9 @@ def importance(copies: list[optuna.Study], objectives: list[str], n_complete: in
                for name, single in zip(objectives, copies)}
     lines = [f"Importance over the {n_complete} completed trials only (PED-ANOVA / fANOVA; the top {TOP_PARAMS} "
              f"by PED-ANOVA):"]
+    if n_complete < STEADY_COMPLETE:
+        lines.append(f"  (rough with fewer than {STEADY_COMPLETE} completed trials: PED-ANOVA's top 10% is then "
+                     f"fewer than 5 trials)")
     for name, single in zip(objectives, copies):
         for key in evaluators():
             charts.add(f"importance_{slug(name)}_{key}", "plot_param_importances", single,
