@@ -103,13 +103,15 @@ def ray_address(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(ray_address, tmp_path_factory):
-    """This test process connected to the session's Ray cluster (2 CPUs) for one test module;
-    yields a folder for Ray Tune results. Disconnected after, so that the next module finds
-    Ray as it expects it (the engine connects by itself)."""
+def ray_cluster(tmp_path_factory):
+    """A local Ray cluster (2 CPUs) of this test process for one test module, for the modules that
+    build their own Tuners; yields a folder for Ray Tune results. A module of its own: in a full
+    run, Tuners of later modules on the session's cluster (ray_address) saw their trials' actors
+    cancelled before they started, while the engine's runs on it (tests/test_end_to_end.py,
+    tests/test_ablate.py) were unaffected."""
     import ray
 
-    ray.init(address=ray_address, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield str(tmp_path_factory.mktemp("ray_results"))
     ray.shutdown()
 
