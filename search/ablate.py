@@ -117,7 +117,10 @@ def report(ablation: Ablation, runs: list, records: list, name: str, home: str) 
 
 def ablation_args(ns) -> dict:
     """The command's arguments as saved for a resume (JSON)."""
-    return {key: getattr(ns, key) for key in ("baseline", "factors", "seeds", "vary", "pareto", "smoke_test",
+    args = {key: getattr(ns, key) for key in ("baseline", "factors", "seeds", "vary", "pareto", "smoke_test",
                                               "cpus_per_trial", "gpus_per_trial", "max_concurrent",
                                               "max_failures")}
+    if os.path.isfile(ns.baseline):  # a resume from another folder finds the same file
+        args["baseline"] = os.path.abspath(ns.baseline)
+    return args
 

@@ -15,7 +15,7 @@ def test_importing_the_cli_registry_and_data_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
-@pytest.mark.parametrize("command", ["tune-run", "tune-export", "tune-train", "tune-report", "tune-ui"])
+@pytest.mark.parametrize("command", ["tune-run", "tune-export", "tune-train", "tune-ablate", "tune-report", "tune-ui"])
 def test_every_command_has_help(command):
     proc = subprocess.run([os.path.join(BIN, command), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "usage:" in proc.stdout
