@@ -8,7 +8,6 @@ holds them and logged on the parent run under ablation/.
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -85,30 +84,28 @@ def ablate(args: dict, name: str | None, resume: bool, address: str | None) -> i
     outcome = engine.run(exp, home, resume=resume, address=address)
     if outcome.code == 130:
         return 130
-    return report(ablation, runs, outcome.records, name, home)
+    return report(ablation, runs, exp.trials, outcome, home)
 
 
-def report(ablation: Ablation, runs: list, records: list, name: str, home: str) -> int:
+def report(ablation: Ablation, runs: list, trials, outcome, home: str) -> int:
     """Analyse the runs' final values, print the Markdown report, log every report file on the parent run."""
     from mlflow import MlflowClient
 
     from mlflow_server.server import ensure_server
-    from mlflow_server.tracker import get_or_create_parent_run
     from search.ablation.report import RunResult, analyse, markdown, write_report
 
-    by_config = {json.dumps(run.config, sort_keys=True): run for run in runs}
     results = []
-    for record in records:
-        run = by_config.get(json.dumps(record.config, sort_keys=True))
-        if run is not None:
+    for record in outcome.records:
+        i = trials.position(record.config)
+        if i is not None:
+            run = runs[i]
             finished = record.status == "FINISHED"
             results.append(RunResult(run.factor, run.level, run.seed, dict(record.metrics) if finished else {}))
     analysis = analyse(ablation, results)
     client = MlflowClient(ensure_server(home))
-    parent = get_or_create_parent_run(client, name, {})
     with tempfile.TemporaryDirectory() as folder:
         write_report(analysis, folder)
-        client.log_artifacts(parent, folder, REPORT_FOLDER)
+        client.log_artifacts(outcome.parent, folder, REPORT_FOLDER)
     print(f"\n{markdown(analysis)}")
     print(f"Report files: artifacts {REPORT_FOLDER}/ of the parent run (ablation.md, ablation.csv, plots as HTML "
           f"and PNG).")

@@ -17,6 +17,16 @@ def _fail(exc: Exception) -> int:
     return 2
 
 
+def _engine_flags(p: argparse.ArgumentParser) -> None:
+    """How the engine places the trials of tune-run and tune-ablate."""
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs of each trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs of each trial; fractions allowed, e.g. "
+                                                                     "0.5 packs two trials per GPU")
+    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial from its last checkpoint")
+    p.add_argument("--address", help="an existing Ray cluster (e.g. auto); default: start a local one")
+
+
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tune-run",
@@ -33,12 +43,8 @@ def _run_parser() -> argparse.ArgumentParser:
                    help="fix a config key for every trial, type-checked (repeatable)")
     p.add_argument("--scheduler", default="asha", help="asha (default), fifo, median or hyperband; acts on the first objective")
     p.add_argument("--sampler", default="tpe", help="Optuna sampler: tpe (default; multi-objective TPE for several objectives), nsga2, random")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions allowed, e.g. 0.5")
-    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    _engine_flags(p)
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop starting/running trials after this long")
-    p.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial from its last checkpoint")
-    p.add_argument("--address", help="an existing Ray cluster (e.g. auto); default: start a local one")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment named by --name")
     p.add_argument("--seed", type=int, default=0, help="sampler seed and train/seed of every trial")
     return p
@@ -138,11 +144,7 @@ def ablate_main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke-test", action="store_true", help="apply the SMOKE overrides: tiny models, few epochs")
     p.add_argument("--name", help="experiment name (default: ablation-<timestamp>); needed with --resume")
     p.add_argument("--resume", action="store_true", help="continue the interrupted ablation named by --name")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs of each run (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs of each run, fractions allowed")
-    p.add_argument("--max-concurrent", type=int, help="at most this many runs at once")
-    p.add_argument("--max-failures", type=int, default=0, help="retries of a failed run from its last checkpoint")
-    p.add_argument("--address", help="an existing Ray cluster (e.g. auto); default: start a local one")
+    _engine_flags(p)
     args = p.parse_args(argv)
     from search.ablate import ablate, ablation_args
     from search.errors import UsageError

@@ -15,12 +15,13 @@ STATUS_WORDS = {"FINISHED": "finished", "KILLED": "stopped early", "FAILED": "fa
 
 @dataclass
 class Outcome:
-    """How an experiment ended: the command's exit code, its trial runs as tracked (start order) and
-    the error of each failed one (trial id -> one line)."""
+    """How an experiment ended: the command's exit code, its trial runs as tracked (start order),
+    the error of each failed one (trial id -> one line) and the id of its MLflow parent run."""
 
     code: int
     records: list = field(default_factory=list)  # mlflow_server.records.TrialRecord
     errors: dict[str, str] = field(default_factory=dict)
+    parent: str = ""
 
 
 def trial_counts(records, num_samples: int) -> str:
@@ -91,5 +92,5 @@ def summarize(client, exp: Experiment, state: ExperimentState, parent: str, tags
         print("    ".join(hints))
     client.set_terminated(parent, "FINISHED")
     sys.stdout.flush()
-    return Outcome(0 if front else 1, records, errors)
+    return Outcome(0 if front else 1, records, errors, parent)
 

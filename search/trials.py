@@ -138,5 +138,10 @@ class Configs(Trials):
     def record(self) -> dict:
         return {"configs": self.configs}
 
+    def position(self, config: dict) -> int | None:
+        """Where a trial's flat config (as tracked) stands in the list; None for one not in it."""
+        return next((i for i, cfg in enumerate(self.configs) if cfg == config), None)
+
     def trial_tags(self, config: dict) -> dict[str, str]:
-        return next((tags for cfg, tags in zip(self.configs, self.tags) if cfg == config), {})
+        i = self.position(config)
+        return self.tags[i] if i is not None and self.tags else {}
