@@ -123,3 +123,35 @@ def faulty_and_resumed(tmp_path_factory, mlflow_server):
     from faulty_experiment import run
 
     return run(tmp_path_factory.mktemp("faulty"), mlflow_server)
+
+
+# Spread over workers (`pytest -n 2`): each test module is one unit, so its module fixtures run once;
+# modules that share a session experiment are one unit. Units start heaviest first, so that the long
+# ones do not end up last on one worker while the other idles.
+SHARED_UNITS = {"test_faults": "faulty_and_resumed", "test_resume": "faulty_and_resumed"}
+HEAVIEST_FIRST = ["faulty_and_resumed", "test_spaces", "test_end_to_end", "test_trainables", "test_ablate",
+                  "test_tracking_outage", "test_tracking", "test_optuna_states", "test_cluster", "test_engine",
+                  "test_postgres", "test_tracking_concurrency", "test_zeroshot"]
+
+
+def unit(path: str) -> str:
+    """The unit of work of a test file's path (or node id)."""
+    stem = os.path.splitext(os.path.basename(path.split("::")[0]))[0]
+    return SHARED_UNITS.get(stem, stem)
+
+
+def pytest_collection_modifyitems(config, items):
+    if hasattr(config, "workerinput"):  # a worker of `pytest -n N`: every worker sorts alike
+        items.sort(key=lambda item: HEAVIEST_FIRST.index(u) if (u := unit(str(item.path))) in HEAVIEST_FIRST
+                   else len(HEAVIEST_FIRST))  # stable: the order inside a unit stays
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit(nodeid)
+
+    return ByUnit(config, log)

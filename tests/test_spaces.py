@@ -39,14 +39,16 @@ def test_space_loads_and_samples_20_valid_configs(path):
 
 @pytest.fixture(scope="module")
 def smoke_trials(ray_cluster):
-    """One smoke trial per space file (its SMOKE overrides, one config sampled from its space()),
-    all run by one Tuner on the session's Ray cluster; space file id -> (space, config, result)."""
+    """One smoke trial per space file (its SMOKE overrides, one config sampled from its space(), one
+    epoch a phase), all run by one Tuner on the module's Ray cluster; space file id -> (space, config, result)."""
     runs = {}
     for path, name in zip(SPACES, IDS):
         space = load_space(path)
         settings = Settings(name="t", space_path=path, num_samples=1, smoke_test=True)
         config = sample_configs(space, settings.constants(space), set(settings.pinned(space)), n=1, seed=3)[0][0]
-        runs[name] = (space, config)
+        # one epoch per training phase: triplet's supervised and embedding phases come before its classifier's
+        epochs = 1 + config.get("triplet/supervised_epochs", 0) + config.get("triplet/embedding_epochs", 0)
+        runs[name] = (space, {**config, "train/epochs": epochs})
     trials = {name: (space.trainable.function(), nested_config(config)) for name, (space, config) in runs.items()}
 
     def smoke_trial(config):  # the trial of one space file: its trainable on its config
