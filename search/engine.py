@@ -54,10 +54,12 @@ def run(exp: Experiment, home: str, resume: bool = False, address: str | None = 
     state = ExperimentState(home, exp.name)
     check_state(exp.name, state, resume)
     rounds = asked_rounds(state) if resume else []
-    made = trials_made(state, rounds)
-    if exp.trials.num_samples < made:
-        raise UsageError(f"Experiment {exp.name!r} has made {made} trials already, more than the "
-                         f"{exp.trials.num_samples} asked; ask for {made} or more to continue it.")
+    made, done = trials_made(state, rounds), os.path.exists(state.search_done)
+    least = made if done else max(made, sum(rounds))  # an interrupted round is finished whole
+    if exp.trials.num_samples < least:
+        raise UsageError(f"Experiment {exp.name!r} has made {made} trials"
+                         + ("" if done else f" of the {sum(rounds)} it is running")
+                         + f"; ask for {least} or more, not {exp.trials.num_samples}.")
     configs, choices = exp.trials.checked()
     from search.preflight import fingerprint, preflight
 
@@ -80,7 +82,7 @@ def run(exp: Experiment, home: str, resume: bool = False, address: str | None = 
     client.log_param(parent, "objectives", json.dumps(exp.objectives))  # idempotent on resume
     client.log_dict(parent, {"settings": exp.settings, **exp.trials.record()}, "experiment.json")
 
-    if os.path.exists(state.search_done) and exp.trials.num_samples <= max(sum(rounds), made):
+    if done and exp.trials.num_samples <= max(sum(rounds), made):
         print(f"Experiment {exp.name!r} already ran its search; its summary again:", flush=True)
     else:
         n = exp.trials.num_samples

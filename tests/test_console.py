@@ -63,7 +63,8 @@ def extended(tmp_path_factory, mlflow_server, ray_address):
     first = run_cli(run_main, space, *TINY, "--name", "console", "--num-samples", "2", env=env, cwd=str(work))
     more = run_cli(run_main, space, "--name", "console", "--resume", "--num-samples", "3", env=env, cwd=str(work))
     export = run_cli(export_main, "console", "-o", "best.yaml", env=env, cwd=str(work))
-    train = run_cli(train_main, "best.yaml", "--name", "console-train", env=env, cwd=str(work))
+    train = run_cli(train_main, "best.yaml", "--name", "console-train", "--set", "eval/bootstrap=50", env=env,
+                    cwd=str(work))
     return {"first": first, "more": more, "export": export, "train": train, "env": env, "work": work,
             "client": MlflowClient(mlflow_server)}
 
@@ -106,7 +107,7 @@ def test_resume_asking_fewer_trials_than_made_is_a_clear_error(extended, capsys,
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(extended["work"])
     assert run_main(["spaces/classification.py", "--name", "console", "--resume", "--num-samples", "2"]) == 2
-    assert "has made 3 trials already, more than the 2 asked" in capsys.readouterr().err
+    assert "Experiment 'console' has made 3 trials; ask for 3 or more, not 2." in capsys.readouterr().err
 
 
 @pytest.mark.slow
