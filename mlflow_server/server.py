@@ -95,6 +95,7 @@ def ensure_server(
     """
     if uri := os.environ.get("MLFLOW_TRACKING_URI"):
         _check_reachable(uri)
+        log.info("Tracking: the MLflow server at %s (MLFLOW_TRACKING_URI)", redact(uri))
         return uri
     state_dir = _state_dir(home)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +106,7 @@ def ensure_server(
         if record and _healthy(record["uri"]):
             _check_matches(record, wanted, state_dir)
             _warn_if_exposed(record)
+            log.info("Tracking: reusing the MLflow server at %s (pid %s)", record["uri"], record["pid"])
             return record["uri"]
         host = host or HOST
         if port is not None and not _port_free(host, port):
@@ -115,20 +117,22 @@ def ensure_server(
         if port is None:
             port = DEFAULT_PORT if _port_free(host, DEFAULT_PORT) else _free_port(host)
         backend_uri = backend_uri or f"sqlite:///{state_dir / 'mlflow.db'}"
+        log.info("Tracking: starting an MLflow server on %s:%s for %s", host, port, state_dir)
         record = _start(state_dir, host, port, backend_uri, bool(auth))
         _warn_if_exposed(record)
         return record["uri"]
 
 
-def stop_server(home: str) -> bool:
-    """Stop the server recorded under `home` (its whole process group); True if one ran."""
+def stop_server(home: str) -> dict | None:
+    """Stop the server recorded under `home` (its whole process group); its record (uri, pid, port,
+    host, ...) if one ran, else None."""
     state_dir = _state_dir(home)
     record = _read_record(state_dir)
     if record is None:
-        return False
+        return None
     stopped = _kill_group(record["pid"])
     (state_dir / "server.json").unlink(missing_ok=True)
-    return stopped
+    return record if stopped else None
 
 
 def answers(uri: str, timeout: float = 2.0) -> bool:

@@ -37,7 +37,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("space", help="path of the space file, e.g. spaces/multitask.py")
     p.add_argument("--data", help="data root in its public layout (default: embedded synthetic chest X-rays)")
     p.add_argument("--name", help="experiment name (default: <space>-<timestamp>); needed with --resume")
-    p.add_argument("--num-samples", type=int, help=f"number of trials (default 16, {SMOKE_SAMPLES} with --smoke-test)")
+    p.add_argument("--num-samples", type=int, help=f"number of trials (default 16, {SMOKE_SAMPLES} with --smoke-test); "
+                                                   "with --resume, continue the search up to this many trials")
     p.add_argument("--smoke-test", action="store_true", help="apply the space file's SMOKE overrides: tiny models, few epochs")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a config key for every trial, type-checked (repeatable)")
@@ -45,13 +46,16 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="tpe", help="Optuna sampler: tpe (default; multi-objective TPE for several objectives), nsga2, random")
     _engine_flags(p)
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop starting/running trials after this long")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment named by --name")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment named by --name, "
+                                                         "or a finished one with a larger --num-samples")
     p.add_argument("--seed", type=int, default=0, help="sampler seed and train/seed of every trial")
     return p
 
 
 def run_main(argv: list[str] | None = None) -> int:
     args = _run_parser().parse_args(argv)
+    from dataclasses import replace
+
     from search.errors import UsageError
     from search.experiment import Settings, default_name, load_settings
     from search.home import results_dir
@@ -66,9 +70,11 @@ def run_main(argv: list[str] | None = None) -> int:
             if not args.name:
                 raise UsageError("--resume needs --name NAME, the experiment to continue.")
             settings = load_settings(home, args.name)
+            if args.num_samples:  # continue the search up to this many trials
+                settings = replace(settings, num_samples=args.num_samples)
         else:
             space = load_space(args.space)
-            overrides = parse_sets(args.set, space.defaults)
+            overrides = parse_sets(args.set, {**space.defaults, **space.smoke} if args.smoke_test else space.defaults)
             if args.data:
                 overrides["data/root"] = os.path.abspath(args.data)
             settings = Settings(
@@ -111,14 +117,16 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpus", type=float, help="GPUs of the run (default: the exported trials' share)")
     args = p.parse_args(argv)
     from search.errors import UsageError
-    from search.export import retrain
+    from search.export import EXPORT_DIR, MODEL_DIR, retrain
     from trainables.data import DataError
 
     try:
-        metrics = retrain(args.config, pareto=args.pareto, name=args.name, sets=args.set, cpus=args.cpus, gpus=args.gpus)
+        done = retrain(args.config, pareto=args.pareto, name=args.name, sets=args.set, cpus=args.cpus, gpus=args.gpus)
     except (UsageError, DataError, RuntimeError) as exc:
         return _fail(exc)
-    print(final_metrics(metrics))
+    print(f"\n{final_metrics(done.metrics)}")
+    print(f"\nModel: {done.url}\n  artifacts {MODEL_DIR}/weights.pt (state_dict), {MODEL_DIR}/config.json and "
+          f"{EXPORT_DIR}/{os.path.basename(args.config)}; load it with search.export.load_model (README)")
     return 0
 
 
@@ -184,22 +192,33 @@ def report_main(argv: list[str] | None = None) -> int:
 
 
 def final_metrics(metrics: dict[str, float]) -> str:
-    """'Final metrics:' then one line per group (val, test, perf, ...); a test metric with its 95% interval."""
-    lines, groups = ["Final metrics:"], {}
-    for key in sorted(k for k in metrics if not k.endswith(("_ci_low", "_ci_high"))):
-        low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-        ci = f" [{low:.4g}, {high:.4g}]" if low is not None and high is not None else ""
-        groups.setdefault(key.split("/")[0], []).append(f"{key.split('/', 1)[1]}={metrics[key]:.4g}{ci}")
-    lines += [f"  {group}: {', '.join(items)}" for group, items in groups.items()]
-    return "\n".join(lines)
+    """A table of the validation and test values of each metric (a test value with its 95% interval),
+    then one of the other metrics (perf/*, train/*, data/*)."""
+    def number(value) -> str:
+        return "" if value is None else f"{value:.4g}"
+
+    shown = sorted(k for k in metrics if not k.endswith(("_ci_low", "_ci_high")))
+    names = sorted({k.split("/", 1)[1] for k in shown if k.split("/")[0] in ("val", "test")})
+    rows = [("metric", "validation", "test [95% interval]")]
+    for name in names:
+        test, low, high = (metrics.get(f"test/{name}{end}") for end in ("", "_ci_low", "_ci_high"))
+        interval = f" [{low:.4g}, {high:.4g}]" if low is not None and high is not None else ""
+        rows.append((name, number(metrics.get(f"val/{name}")), number(test) + interval))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    lines = [f"  {a:<{widths[0]}}  {b:>{widths[1]}}  {c}" for a, b, c in rows]
+    others = [k for k in shown if k.split("/")[0] not in ("val", "test")]
+    width = max((len(k) for k in others), default=0)
+    lines += ["", *(f"  {key:<{width}}  {metrics[key]:.4g}" for key in others)] if others else []
+    return "\n".join(["Final metrics:", *lines])
 
 
 def ui_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="tune-ui",
-        description="Start (or find) the MLflow tracking server and print its address. A new server keeps "
-                    "runs in SQLite under the home, or in the database $MEDTUNE_MLFLOW_BACKEND names "
-                    "(e.g. postgresql://mlflow@dbhost/mlflow).",
+        description="Start (or find) the MLflow tracking server of the home and print its address. The home "
+                    "is $MEDTUNE_HOME, else runs/ of the nearest folder, from here up, that has a runs/ home or a "
+                    "pyproject.toml, else ./runs. A new server keeps runs in SQLite under the home, or in the "
+                    "database $MEDTUNE_MLFLOW_BACKEND names (e.g. postgresql://mlflow@dbhost/mlflow).",
     )
     p.add_argument("--port", type=int, help="port for a new server (default 5000, or a free one)")
     p.add_argument("--host", help="interface a new server binds to (default 127.0.0.1: this machine only); "
@@ -207,16 +226,20 @@ def ui_main(argv: list[str] | None = None) -> int:
     p.add_argument("--auth", action="store_true",
                    help="start it with MLflow's basic auth: $MLFLOW_TRACKING_USERNAME and "
                         "$MLFLOW_TRACKING_PASSWORD become its admin and are what clients send")
-    p.add_argument("--stop", action="store_true", help="stop the server this project started")
+    p.add_argument("--stop", action="store_true", help="stop the server started for this home (see the description)")
     args = p.parse_args(argv)
     from mlflow_server.server import ensure_server, stop_server
     from search.home import results_dir
 
+    home = results_dir()
     if args.stop:
-        print("stopped" if stop_server(results_dir()) else "no server was running")
+        stopped = stop_server(home)
+        print(f"Stopped the MLflow server at {stopped['uri']} (pid {stopped['pid']}) of the home {home}" if stopped
+              else f"No MLflow server of the home {home} was running.")
         return 0
     try:
-        print(f"MLflow UI: {ensure_server(results_dir(), port=args.port, host=args.host, auth=args.auth or None)}")
+        uri = ensure_server(home, port=args.port, host=args.host, auth=args.auth or None)
+        print(f"MLflow UI: {uri}" + ("" if os.environ.get("MLFLOW_TRACKING_URI") else f"  (home {home})"))
     except RuntimeError as exc:
         return _fail(exc)
     return 0

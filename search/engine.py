@@ -9,8 +9,11 @@ An experiment is resumable by its name (resume=True), from the state `search.hom
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import sys
 from dataclasses import dataclass, field
 
 from search.errors import UsageError
@@ -44,39 +47,51 @@ def run(exp: Experiment, home: str, resume: bool = False, address: str | None = 
     a trial finished with finite objectives, 1 when none did, 130 when interrupted (state saved).
 
     Everything that can be refused is refused (UsageError, DataError) before the tracking server
-    or Ray starts. Resuming an experiment whose trials all ended only prints its summary again.
+    or Ray starts. Resuming an experiment whose trials all ended only prints its summary again,
+    unless exp.trials.num_samples asks for more trials than it made: a new round makes the rest.
     """
     quiet_libraries()
     state = ExperimentState(home, exp.name)
     check_state(exp.name, state, resume)
+    rounds = asked_rounds(state) if resume else []
+    made, done = trials_made(state, rounds), os.path.exists(state.search_done)
+    least = made if done else max(made, sum(rounds))  # an interrupted round is finished whole
+    if exp.trials.num_samples < least:
+        raise UsageError(f"Experiment {exp.name!r} has made {made} trials"
+                         + ("" if done else f" of the {sum(rounds)} it is running")
+                         + f"; ask for {least} or more, not {exp.trials.num_samples}.")
     configs, choices = exp.trials.checked()
     from search.preflight import fingerprint, preflight
 
-    for note in preflight(exp.trainable, configs, choices):
-        print(f"note: {note}", flush=True)
-    tags = {"medtune.experiment": exp.name, "medtune.trainable": exp.trainable.name,
-            "medtune.data_fingerprint": fingerprint(configs[0]), **exp.tags}
-    state.save_settings(exp.settings)
+    with startup_lines():
+        for note in preflight(exp.trainable, configs, choices):
+            print(f"note: {note}", flush=True)
+        tags = {"medtune.experiment": exp.name, "medtune.trainable": exp.trainable.name,
+                "medtune.data_fingerprint": fingerprint(configs[0]), **exp.tags}
+        state.save_settings(exp.settings)
 
-    from mlflow import MlflowClient
+        from mlflow import MlflowClient
 
-    from mlflow_server.server import configure_client, ensure_server
-    from mlflow_server.tracker import get_or_create_parent_run
+        from mlflow_server.server import configure_client, ensure_server
+        from mlflow_server.tracker import get_or_create_parent_run
 
-    configure_client()
-    uri = ensure_server(home)
+        configure_client()
+        uri = ensure_server(home)
     client = MlflowClient(uri)
     parent = get_or_create_parent_run(client, exp.name, tags)
     client.log_param(parent, "objectives", json.dumps(exp.objectives))  # idempotent on resume
     client.log_dict(parent, {"settings": exp.settings, **exp.trials.record()}, "experiment.json")
 
-    if os.path.exists(state.search_done):
+    if done and exp.trials.num_samples <= max(sum(rounds), made):
         print(f"Experiment {exp.name!r} already ran its search; its summary again:", flush=True)
     else:
         n = exp.trials.num_samples
-        print(f"Experiment {exp.name!r}: {n} trial{'s' * (n != 1)} of {exp.trainable.name} from "
+        more = f" ({made} made, {n - made} more)" if made else ""
+        print(f"Experiment {exp.name!r}: {n} trial{'s' * (n != 1)}{more} of {exp.trainable.name} from "
               f"{exp.source}; tracking at {uri}", flush=True)
-        if not run_trials(exp, state, resume, address, uri, parent, tags):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(state.search_done)  # a finished search asked for more trials
+        if not run_trials(exp, state, rounds, address, uri, parent, tags):
             hint = f" Continue it with: {exp.resume_command}" if exp.resume_command else ""
             print(f"\nExperiment {exp.name!r} was interrupted; its state is saved.{hint}", flush=True)
             return Outcome(130, [])
@@ -101,9 +116,12 @@ def check_state(name: str, state: ExperimentState, resume: bool) -> None:
         )
 
 
-def run_trials(exp: Experiment, state: ExperimentState, resume: bool, address: str | None, uri: str,
+def run_trials(exp: Experiment, state: ExperimentState, rounds: list[int], address: str | None, uri: str,
                parent: str, tags: dict[str, str]) -> bool:
-    """Start Ray, run (or restore and finish) the trials, then let the trials' source close up.
+    """Start Ray; finish the last round of trials if it was interrupted (restored from its checkpoint),
+    then, when exp.trials.num_samples asks for more trials than the rounds so far, run one more round
+    of the rest: a new Tuner whose searcher continues the same Optuna study, tracked under the same
+    parent run. Then let the trials' source close up.
 
     False when the run was interrupted (Ctrl-C) before every trial ended: Ray Tune then saves
     its state and returns, and a resume continues the trials left.
@@ -111,69 +129,132 @@ def run_trials(exp: Experiment, state: ExperimentState, resume: bool, address: s
     import ray
     from ray import tune
 
-    from mlflow_server.tracker import TrialTracker
-    from search.progress import LiveView
-
     start_ray(address)
     try:
         trainable = tune.with_resources(exp.trainable.function(),
                                         {"cpu": exp.cpus_per_trial, "gpu": exp.gpus_per_trial})
-        if resume:  # finished and failed trials stay as they are; the others continue from their checkpoints
-            tuner = tune.Tuner.restore(state.ray_dir, trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False)
-        else:
-            param_space, tune_args = exp.trials.tuner_args(exp.objectives, exp.name, state.optuna_storage)
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space,
-                tune_config=tune.TuneConfig(
-                    **tune_args,
-                    max_concurrent_trials=exp.max_concurrent,
-                    time_budget_s=exp.time_budget,
-                    reuse_actors=True,
-                ),
-                run_config=tune.RunConfig(
-                    name=exp.name,
-                    storage_path=state.ray_storage,
-                    verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=exp.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    callbacks=[TrialTracker(uri, exp.name, parent, tags, state.pending_dir),
-                               LiveView(exp.objectives, exp.trials.num_samples)],
-                ),
-            )
-        tuner.fit()
+        last = len(rounds) - 1
+        if rounds and not round_ended(state.round_dir(last), rounds[last], exp.time_budget):
+            # finished and failed trials stay as they are; the others continue from their checkpoints
+            tune.Tuner.restore(state.round_dir(last), trainable=trainable, resume_unfinished=True,
+                               resume_errored=False).fit()
+            if not round_ended(state.round_dir(last), rounds[last], exp.time_budget):
+                return False
+        rest = exp.trials.num_samples - trials_made(state, rounds)
+        if exp.trials.num_samples > sum(rounds) and rest > 0:
+            if rounds:
+                exp.trials.after(exp.name, state.optuna_storage)  # no ask of an earlier round left RUNNING
+            rounds = [*rounds, rest]
+            state.save_rounds(rounds)
+            new_tuner(exp, state, trainable, len(rounds) - 1, rounds[-1], uri, parent, tags).fit()
+            if not round_ended(state.round_dir(len(rounds) - 1), rounds[-1], exp.time_budget):
+                return False
     finally:
         ray.shutdown()
-    if not trials_ended(exp, state.ray_dir):
-        return False
     exp.trials.after(exp.name, state.optuna_storage)
     return True
 
 
-def trials_ended(exp: Experiment, ray_dir: str) -> bool:
-    """Whether Ray Tune's saved state shows the run over: every trial finished, stopped or failed,
-    and all of them made unless a time budget ended the run first.
+def new_tuner(exp: Experiment, state: ExperimentState, trainable, k: int, num_samples: int, uri: str,
+              parent: str, tags: dict[str, str]):
+    """The Tuner of round k: num_samples trials, saved in state.round_dir(k)."""
+    from ray import tune
+
+    from mlflow_server.tracker import TrialTracker
+    from search.progress import LiveView
+
+    param_space, tune_args = exp.trials.tuner_args(exp.objectives, exp.name, state.optuna_storage)
+    folder = state.round_dir(k)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            **{**tune_args, "num_samples": num_samples},
+            max_concurrent_trials=exp.max_concurrent,
+            time_budget_s=exp.time_budget,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=os.path.basename(folder),
+            storage_path=os.path.dirname(folder),
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=exp.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[TrialTracker(uri, exp.name, parent, tags, state.pending_dir),
+                       LiveView(exp.objectives, num_samples)],
+        ),
+    )
+
+
+def asked_rounds(state: ExperimentState) -> list[int]:
+    """The trials asked of each round so far ([] for a new experiment), less a last round that
+    saved no state; for an experiment saved before rounds were recorded, its one round's trials
+    as Ray Tune holds them."""
+    from ray import tune
+
+    rounds = state.rounds()
+    if rounds is None and tune.Tuner.can_restore(state.ray_dir):
+        rounds = [len(trials_of(state.ray_dir))]
+    rounds = rounds or []
+    while len(rounds) > 1 and not tune.Tuner.can_restore(state.round_dir(len(rounds) - 1)):
+        rounds = rounds[:-1]  # stopped before Ray Tune saved anything of it: run it again
+    return rounds
+
+
+def trials_of(ray_dir: str) -> list:
+    from ray.tune import ExperimentAnalysis
+
+    return ExperimentAnalysis(ray_dir).trials
+
+
+def trials_made(state: ExperimentState, rounds: list[int]) -> int:
+    """How many trials the rounds so far made (each started, ended or pending)."""
+    return sum(len(trials_of(state.round_dir(k))) for k in range(len(rounds)))
+
+
+def round_ended(ray_dir: str, num_samples: int, time_budget: float | None) -> bool:
+    """Whether Ray Tune's saved state shows a round over: every trial finished, stopped or failed,
+    and all num_samples of them made unless a time budget ended the round first.
 
     After a Ctrl-C, fit() returns as after the end, but the saved state keeps the unfinished
     trials pending for a resume.
     """
-    from ray.tune import ExperimentAnalysis
-
-    trials = ExperimentAnalysis(ray_dir).trials
+    trials = trials_of(ray_dir)
     ended = all(t.status in ("TERMINATED", "ERROR") for t in trials)
-    return ended and (len(trials) >= exp.trials.num_samples or exp.time_budget is not None)
+    return ended and (len(trials) >= num_samples or time_budget is not None)
 
 
 def quiet_libraries() -> None:
     """Keep the console to the live view and the summary; details live in MLflow and Ray's logs."""
-    import logging
-
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # a trial's error: its MLflow run and the summary
     for name in ("mlflow", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("ray.tune.tune").addFilter(_not_incomplete_trials)
+
+
+# Loggers whose INFO records say, one line each, what the start of an experiment is doing: generating
+# the synthetic set, decoding images or reading them from the node cache, starting the tracking server.
+STARTUP_LOGGERS = ("trainables.data", "mlflow_server.server")
+
+
+@contextlib.contextmanager
+def startup_lines():
+    """Print the INFO records of STARTUP_LOGGERS on stdout while the block runs (their warnings go
+    where they always go)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(lambda record: record.levelno == logging.INFO)
+    loggers = [logging.getLogger(name) for name in STARTUP_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 def _not_incomplete_trials(record) -> bool:
@@ -188,5 +269,7 @@ def start_ray(address: str | None = None) -> None:
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    print(f"Ray: starting a local cluster over {os.cpu_count()} CPUs" if address == "local"
+          else f"Ray: connecting to the cluster at {address}", flush=True)
     ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level="ERROR",
              **({"num_cpus": os.cpu_count()} if address == "local" else {}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -108,14 +109,28 @@ def exported_entry(doc: dict, pareto: int | None, where: str) -> tuple[Trainable
     return spec, {**spec.defaults, **config, TEST_KEY: False}
 
 
+MODEL_DIR = "model"  # artifact folder of a re-train's run: weights.pt (state_dict) and config.json
+EXPORT_DIR = "export"  # artifact folder of a re-train's run: the tune-export YAML it was built from
+
+
+@dataclass
+class Retrained:
+    """A finished re-train: its metrics (val/*, test/* with intervals, perf/*, ...) and its MLflow run."""
+
+    metrics: dict[str, float]
+    run_id: str
+    url: str  # the run's page in the MLflow UI
+
+
 def retrain(path: str, pareto: int | None = None, name: str | None = None, sets: list[str] = (),
-            cpus: float | None = None, gpus: float | None = None) -> dict:
+            cpus: float | None = None, gpus: float | None = None) -> Retrained:
     """Train the exported best (or I-th Pareto) config once through the engine, tracked in MLflow,
     and evaluate it once on the held-out test split (eval/test): its test/* metrics beside the val/*
-    ones. The config is checked as a search's are (models, the trainable's rules, data) before Ray
-    starts; a failed training is a RuntimeError with its reason."""
+    ones. Its run gets the trained weights and config (MODEL_DIR; load_model reads them back) and
+    the YAML (EXPORT_DIR). The config is checked as a search's are (models, the trainable's rules,
+    data) before Ray starts; a failed training is a RuntimeError with its reason."""
     from search import engine
-    from search.home import results_dir
+    from search.home import ExperimentState, results_dir
     from search.trials import Configs
 
     doc = read_export(path)
@@ -132,13 +147,61 @@ def retrain(path: str, pareto: int | None = None, name: str | None = None, sets:
                   "cpus_per_trial": cpus, "gpus_per_trial": gpus},
         tags={"medtune.retrain_of": entry.get("run_id", "")}, cpus_per_trial=cpus, gpus_per_trial=gpus,
     )
-    outcome = engine.run(exp, results_dir())
+    home = results_dir()
+    outcome = engine.run(exp, home)
     if not outcome.records:
         raise RuntimeError(f"Re-training {name!r} was interrupted before it ended.")
     (record,) = outcome.records
     if record.status != "FINISHED":
         raise RuntimeError(f"Re-training failed: {outcome.errors.get(record.trial_id, record.status)}")
-    return {k: v for k, v in record.metrics.items() if "/" in k}
+    url = log_model(ExperimentState(home, name).ray_dir, record, spec.name, path)
+    return Retrained({k: v for k, v in record.metrics.items() if "/" in k}, record.run_id, url)
+
+
+def log_model(ray_dir: str, record, trainable: str, export_file: str) -> str:
+    """Log the weights of the trial's final checkpoint (a state_dict, MODEL_DIR/weights.pt), its
+    trainable and config (MODEL_DIR/config.json) and the export YAML onto its run; the run's URL."""
+    import tempfile
+
+    import torch
+    from mlflow import MlflowClient
+    from ray.tune import ExperimentAnalysis
+
+    from mlflow_server.server import ensure_server
+    from search.home import results_dir
+
+    analysis = ExperimentAnalysis(ray_dir)
+    trial = next(t for t in analysis.trials if t.trial_id == record.trial_id)
+    client = MlflowClient(ensure_server(results_dir()))
+    with analysis.get_last_checkpoint(trial).as_directory() as checkpoint, tempfile.TemporaryDirectory() as d:
+        state = torch.load(os.path.join(checkpoint, "state.pt"), map_location="cpu", weights_only=False)
+        torch.save(state["model"], os.path.join(d, "weights.pt"))
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump({"trainable": trainable, "config": record.config}, f, indent=1)
+        client.log_artifacts(record.run_id, d, MODEL_DIR)
+    client.log_artifact(record.run_id, export_file, EXPORT_DIR)
+    experiment_id = client.get_run(record.run_id).info.experiment_id
+    return f"{client.tracking_uri}/#/experiments/{experiment_id}/runs/{record.run_id}"
+
+
+def load_model(folder: str):
+    """The re-trained model in `folder` (a tune-train run's MODEL_DIR artifact, downloaded), in eval
+    mode, and its flat config: built by its trainable's own builder on the data set the config
+    names (its classes fix the model's head), then given the trained weights."""
+    import importlib
+
+    import torch
+
+    from trainables.registry import get_trainable
+    from trainables.trial_data import prepare_data
+
+    with open(os.path.join(folder, "config.json")) as f:
+        saved = json.load(f)
+    task = importlib.import_module(get_trainable(saved["trainable"]).target.split(":")[0]).TASK
+    config = saved["config"]
+    model = task.build(config, prepare_data(config, task.masks))
+    model.load_state_dict(torch.load(os.path.join(folder, "weights.pt"), map_location="cpu"))
+    return model.eval(), config
 
 
 def retrain_config(doc: dict, pareto: int | None, sets: list[str], where: str) -> tuple[TrainableSpec, dict]:

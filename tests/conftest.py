@@ -6,6 +6,8 @@ import socket
 
 import pytest
 
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # before Ray is imported: see search/__init__.py
+
 from mlflow_server.server import ensure_server, stop_server
 
 

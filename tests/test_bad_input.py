@@ -105,6 +105,8 @@ CASES = {
         "/no/such/weights.safetensors"),
     "--set unknown key": (lambda tmp: [CLASSIFICATION, "--set", "optim/lrr=1"], "Unknown config key 'optim/lrr'"),
     "--set wrong type": (lambda tmp: [CLASSIFICATION, "--set", "train/epochs=two"], "train/epochs takes an integer"),
+    "--set wrong type under --smoke-test": (lambda tmp: [CLASSIFICATION, *SMOKE, "--set", "train/epochs=two"],
+                                            "train/epochs takes an integer (default 2)"),  # SMOKE's, not DEFAULTS' 20
     "--set unknown choice": (lambda tmp: [CLASSIFICATION, "--set", "data/layout=dicom"], "data/layout='dicom'"),
     "unknown positive class": (lambda tmp: [CLASSIFICATION, *SMOKE, "--set", "eval/positive_class=COVlD"],
                                "eval/positive_class='COVlD' is not a class"),

@@ -60,8 +60,11 @@ def open_dataset(
     )
     skip = on_bad_image == "skip"
     key = f"{fingerprint}-s{image_size}-c{channels}" + ("-m" if masks else "") + ("-skip" if skip else "")
+    target = os.path.join(cache_dir(), "decoded", key + ("-test" if part == "test" else ""))
+    if os.path.isdir(target):
+        log.info("Data: %d images of %s, decoded at %d px, from the node cache", len(listing.files), root, image_size)
     path = build_once(
-        os.path.join(cache_dir(), "decoded", key + ("-test" if part == "test" else "")),
+        target,
         lambda tmp: write_image_set(
             tmp, listing.classes, listing.files, listing.labels, listing.split,
             _decode_all(root, listing, image_size, channels, skip), image_size, channels, masks,
@@ -164,6 +167,8 @@ def _decode_all(root: str, listing: Listing, image_size: int, channels: int, ski
                 return e
             raise
 
+    log.info("Data: decoding %d images of %s at %d px into the node cache %s", len(listing.files), root, image_size,
+             cache_dir())
     pool = ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1))
     try:
         yield from pool.map(one, range(len(listing.files)))

@@ -6,6 +6,7 @@ temporary folder and renamed under a file lock) and is what `open_dataset(None, 
 
 from __future__ import annotations
 
+import logging
 import os
 
 from ..cache import build_once, cache_dir
@@ -15,6 +16,8 @@ from .busi import generate_busi
 from .covid_radiography import generate_covid_radiography
 from .image_folder import DATA as IMAGE_FOLDER_DATA
 from .image_folder import generate_image_folder
+
+log = logging.getLogger(__name__)
 
 # layout -> (folder under <cache_dir()>/synthetic, generator, the data root inside that folder)
 SYNTHETIC = {
@@ -37,7 +40,13 @@ def ensure_synthetic(layout: str = "covid_radiography", root: str | None = None)
     returns its data root."""
     check_layout(layout)
     folder, generate, data = SYNTHETIC[layout]
-    return _data_root(build_once(root or os.path.join(cache_dir(), "synthetic", folder), generate), data)
+    target = root or os.path.join(cache_dir(), "synthetic", folder)
+
+    def announced(tmp: str) -> None:
+        log.info("Data: generating the synthetic %s set in %s", layout, target)
+        generate(tmp)
+
+    return _data_root(build_once(target, announced), data)
 
 
 def _data_root(folder: str, data: str) -> str:
