@@ -131,7 +131,7 @@ def faulty_and_resumed(tmp_path_factory, mlflow_server):
 # modules that share a session experiment are one unit. Units start heaviest first, so that the long
 # ones do not end up last on one worker while the other idles.
 SHARED_UNITS = {"test_faults": "faulty_and_resumed", "test_resume": "faulty_and_resumed"}
-HEAVIEST_FIRST = ["faulty_and_resumed", "test_spaces", "test_end_to_end", "test_trainables", "test_ablate",
+HEAVIEST_FIRST = ["faulty_and_resumed", "test_spaces", "test_end_to_end", "test_console", "test_trainables", "test_ablate",
                   "test_tracking_outage", "test_tracking", "test_optuna_states", "test_cluster", "test_engine",
                   "test_postgres", "test_tracking_concurrency", "test_zeroshot"]
 
