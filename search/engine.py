@@ -122,7 +122,7 @@ def run_trials(exp: Experiment, state: ExperimentState, resume: bool, address: s
             tuner = tune.Tuner.restore(state.ray_dir, trainable=trainable, resume_unfinished=True,
                                        resume_errored=False)
         else:
-            param_space, tune_args = exp.trials.tuner_args(exp.objectives, exp.name, state.optuna_storage)
+            param_space, tune_args = exp.trials.tuner_args(exp.objectives, exp.name, state.optuna_storage, uri)
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,
