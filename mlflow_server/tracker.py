@@ -20,7 +20,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.utils import flatten_dict
 
-from mlflow_server.records import ERROR, MLFLOW_PARENT, PARENT, ROLE, TRIAL
+from mlflow_server.records import ERROR, MLFLOW_PARENT, PARENT, ROLE, TRIAL, experiment_tags
 from mlflow_server.selection import last_epoch, reached_budget
 from mlflow_server.server import answers
 from mlflow_server.write_queue import WriteQueue
@@ -56,7 +56,7 @@ def _parent_run(client: MlflowClient, experiment: str, tags: dict) -> str:
             f"The MLflow experiment {experiment!r} is deleted; restore it with "
             "`mlflow experiments restore` or choose another experiment name."
         )
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment, tags=experiment_tags(tags))
     runs = client.search_runs([experiment_id], f"tags.`{ROLE}` = 'parent'", max_results=1)
     if runs:
         client.update_run(runs[0].info.run_id, status="RUNNING")
@@ -159,7 +159,22 @@ class TrialTracker(Callback):
         parent = self.queue.parent_run_id
         tags = {**self.tags, MLFLOW_PARENT: parent, PARENT: parent, ROLE: "trial", TRIAL: trial.trial_id}
         params = {key: str(value) for key, value in config.items()}
-        return {"op": "create", "trial": trial.trial_id, "tags": tags, "params": params, "config": config}
+        return {"op": "create", "trial": trial.trial_id, "name": run_name(trial, config), "tags": tags,
+                "params": params, "config": config}
+
+
+NAME_KEYS = ("model/arch", "model/encoder", "model/backbone")  # the model choices a trial run's name shows
+
+
+def run_name(trial: Trial, config: dict) -> str:
+    """A trial run's name: its number (Ray's trial counter: from 1 in a search, from 0 in a list of
+    configs) and its model and learning rate, e.g. 't03 unet resnet34 lr=3e-4'."""
+    number = trial.experiment_tag.split("_", 1)[0]
+    words = [f"t{int(number):02d}" if number.isdigit() else trial.trial_id]
+    words += [str(config[key]).removeprefix("tu-") for key in NAME_KEYS if key in config]
+    if isinstance(lr := config.get("optim/lr"), numbers.Real):
+        words.append("lr=" + f"{lr:.0e}".replace("e-0", "e-").replace("e+0", "e+"))
+    return " ".join(words)
 
 
 def _flat_result(result: dict) -> dict[str, Any]:

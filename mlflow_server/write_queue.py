@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class WriteQueue:
     """The writes of the trial runs under `parent_run_id` in experiment `experiment` at `uri`.
 
-    Operations: create (tags, params, config), status, metrics ([key, value, timestamp, step]
+    Operations: create (run name, tags, params, config), status, metrics ([key, value, timestamp, step]
     points), text (an artifact file), tag, end (status, time). Pickled, it keeps only which
     run each trial has; the pending file holds the writes.
     """
@@ -205,7 +205,7 @@ class WriteQueue:
         """The trial's run, found by its tags or created; its params and config.json completed."""
         found = self._find_run(op["trial"])
         run_id = found or self.client.create_run(
-            self._experiment(), tags=op["tags"], run_name=op["trial"]
+            self._experiment(), tags=op["tags"], run_name=op.get("name", op["trial"])
         ).info.run_id
         logged = self.client.get_run(run_id).data.params if found else {}
         missing = [Param(key, value) for key, value in op["params"].items() if key not in logged]

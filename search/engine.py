@@ -163,7 +163,7 @@ def new_tuner(exp: Experiment, state: ExperimentState, trainable, k: int, num_sa
     from mlflow_server.tracker import TrialTracker
     from search.progress import LiveView
 
-    param_space, tune_args = exp.trials.tuner_args(exp.objectives, exp.name, state.optuna_storage)
+    param_space, tune_args = exp.trials.tuner_args(exp.objectives, exp.name, state.optuna_storage, uri)
     folder = state.round_dir(k)
     return tune.Tuner(
         trainable,

@@ -145,7 +145,7 @@ def retrain(path: str, pareto: int | None = None, name: str | None = None, sets:
         trials=Configs([config]), source=path,
         settings={"config_file": os.path.abspath(path), "pareto": pareto, "sets": list(sets),
                   "cpus_per_trial": cpus, "gpus_per_trial": gpus},
-        tags={"medtune.retrain_of": entry.get("run_id", "")}, cpus_per_trial=cpus, gpus_per_trial=gpus,
+        tags={"medtune.kind": "retrain", "medtune.retrain_of": entry.get("run_id", "")}, cpus_per_trial=cpus, gpus_per_trial=gpus,
     )
     home = results_dir()
     outcome = engine.run(exp, home)

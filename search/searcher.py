@@ -12,6 +12,7 @@ from mlflow_server.selection import finite, last_epoch, reached_budget
 from trainables.registry import flat_config
 
 TRIAL_ID_ATTR = "trial_id"  # Optuna user attribute: the Ray trial id (the MLflow run's tag medtune.trial_id)
+RUN_ID_ATTR = "mlflow_run_id"  # Optuna user attribute: the id of the trial's MLflow run
 INTERMEDIATE_ATTR = "intermediate/"  # + metric: {epoch: value} with several objectives
 
 
@@ -35,10 +36,16 @@ class ResumableOptunaSearch(OptunaSearch):
     that no Ray trial holds. After a restore, the next asks re-attach them in order: the new
     Ray trial gets the same Optuna trial, with the values already sampled for it, so the study
     ends with exactly one Optuna trial per Ray trial and none left RUNNING.
+
+    Given `runs` (mlflow_server.records.TrialRuns), each Optuna trial also holds the id of its
+    MLflow run as user attribute "mlflow_run_id", set as it ends (when the server answers then).
     """
 
-    def __init__(self, *args, **kwargs):
+    _runs = None  # a searcher saved before runs were passed restores without them
+
+    def __init__(self, *args, runs=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self._runs = runs
         self._orphans: list[int] = []  # storage ids of RUNNING Optuna trials no Ray trial holds
         self._configs: dict[str, dict] = {}  # Ray trial id -> the flat config suggested for it
         self._epochs: dict[str, dict[str, dict[int, float]]] = {}  # Ray trial id -> metric -> epoch -> value
@@ -75,6 +82,8 @@ class ResumableOptunaSearch(OptunaSearch):
             return
         if result:
             self._record(trial_id, result)
+        if self._runs and (run_id := self._runs.run_id(trial_id)):
+            self._ot_trials[trial_id].set_user_attr(RUN_ID_ATTR, run_id)
         state, values = self._ending(trial_id, result, error)
         self._ot_study.tell(self._ot_trials[trial_id], values, state=state)
         self._completed_trials.add(trial_id)

@@ -2,7 +2,9 @@
 the parent run and printed, and where to look and what to run next."""
 from __future__ import annotations
 
+import json
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -11,6 +13,10 @@ if TYPE_CHECKING:
     from search.home import ExperimentState
 
 STATUS_WORDS = {"FINISHED": "finished", "KILLED": "stopped early", "FAILED": "failed"}  # MLflow run statuses
+COUNT_NAMES = {"FINISHED": "finished", "KILLED": "stopped", "FAILED": "failed"}  # -> the parent's trials/* metrics
+# MLflow 3 opens an experiment in its GenAI view unless told (or clicked once, remembered by the browser).
+ML_VIEW = "workflowType=machine_learning"
+VIEW_KEY = "medtune"  # the experiment's shared view of its runs (share_runs_view)
 
 
 @dataclass
@@ -34,6 +40,36 @@ def trial_counts(records, num_samples: int) -> str:
     if len(records) < num_samples:
         parts.append(f"{num_samples - len(records)} never started")
     return f"Trials: {len(records)} of {num_samples}: {', '.join(parts)}"
+
+
+def log_parent_metrics(client, parent: str, records, best: dict[str, float], objectives: dict[str, str]) -> None:
+    """The parent run's metrics, for MLflow's runs table: the trial counts (trials/finished,
+    trials/stopped, trials/failed) and the best trial's objectives under their own names."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    counts = {f"trials/{COUNT_NAMES[status]}": sum(r.status == status for r in records) for status in COUNT_NAMES}
+    values = {**counts, **{key: best[key] for key in objectives if key in best}}
+    client.log_batch(parent, metrics=[Metric(key, float(value), now, 0) for key, value in values.items()])
+
+
+def share_runs_view(client, experiment_id: str, records, objectives: dict[str, str]) -> str:
+    """A link to the experiment's runs in MLflow's model-training view, best first by the primary
+    objective, with the objectives, trial counts and the config keys that vary as columns.
+
+    MLflow takes the columns from a shared view (the experiment tag mlflow.sharedViewState.<key>,
+    opened by the URL parameter viewStateShareKey); it names the metrics and params as
+    metrics.`name` and params.`name`.
+    """
+    from mlflow_server.records import varying_keys
+
+    columns = [f"metrics.`{key}`" for key in [*objectives, *(f"trials/{n}" for n in COUNT_NAMES.values())]]
+    view = {"selectedColumns": columns + [f"params.`{key}`" for key in varying_keys(records)]}
+    if objectives:
+        primary, mode = next(iter(objectives.items()))
+        view |= {"orderByKey": f"metrics.`{primary}`", "orderByAsc": mode == "min"}
+    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(view))
+    return f"{client.tracking_uri}/#/experiments/{experiment_id}/runs?{ML_VIEW}&viewStateShareKey={VIEW_KEY}"
 
 
 def failure_reason(error: str | None) -> str:
@@ -74,6 +110,8 @@ def summarize(client, exp: Experiment, state: ExperimentState, parent: str, tags
     for trial_id, error in errors.items():
         print(f"  failed {trial_id}: {error}")
     front = log_pareto(client, parent, records, exp.objectives)
+    log_parent_metrics(client, parent, records, front[0].metrics if front and exp.trials.selects else {},
+                       exp.objectives)
     if exp.trials.selects:
         title = "Pareto front" if len(exp.objectives) > 1 else "Best trial"
         print(f"\n{title} ({', '.join(f'{m} {d}' for m, d in exp.objectives.items())}):")
@@ -83,9 +121,10 @@ def summarize(client, exp: Experiment, state: ExperimentState, parent: str, tags
             print(f"Best: {front[0].trial_id} (the first row; what tune-export writes as best)")
     if exp.trials.selects:
         report_after_search(client, parent, exp.name, list(exp.objectives), state.optuna_storage)
-    experiment = client.get_experiment_by_name(exp.name)
-    print(f"\nMLflow: {uri}/#/experiments/{experiment.experiment_id}/runs/{parent}  (experiment {exp.name!r}"
-          + ("; Pareto plot: artifact pareto.html of the parent run)" if exp.trials.selects else ")"))
+    experiment_id = client.get_run(parent).info.experiment_id
+    print(f"\nMLflow: {share_runs_view(client, experiment_id, records, exp.objectives)}  (experiment {exp.name!r})")
+    if exp.trials.selects:
+        print(f"Pareto plot: {uri}/#/experiments/{experiment_id}/runs/{parent}/artifacts/pareto.html?{ML_VIEW}")
     hints = ([f"Export: tune-export {exp.name} -o best.yaml"] if exp.trials.selects else []) + \
         ([f"Resume: {exp.resume_command}"] if exp.resume_command else [])
     if hints:

@@ -64,10 +64,13 @@ class Search(Trials):
         make_sampler(self.sampler, self.seed)
         return sample_configs(self.space, self.constants, self.pinned, seed=self.seed)
 
-    def tuner_args(self, objectives: dict[str, str], name: str, optuna_storage: str) -> tuple[dict, dict]:
-        """Ray Tune's param_space and TuneConfig arguments: the searcher draws every config."""
+    def tuner_args(self, objectives: dict[str, str], name: str, optuna_storage: str,
+                   tracking_uri: str) -> tuple[dict, dict]:
+        """Ray Tune's param_space and TuneConfig arguments: the searcher draws every config, and
+        stores each trial's MLflow run id (experiment `name` at `tracking_uri`) in the study."""
         from optuna.storages import RDBStorage
 
+        from mlflow_server.records import TrialRuns
         from search.sampling import SpaceSampler, make_sampler
         from search.searcher import ResumableOptunaSearch
 
@@ -79,6 +82,7 @@ class Search(Trials):
             sampler=make_sampler(self.sampler, self.seed),
             study_name=name,
             storage=RDBStorage(optuna_storage),
+            runs=TrialRuns(tracking_uri, name),
         )
         scheduler = make_scheduler(self.scheduler, metrics[0], modes[0], self.constants["train/epochs"])
         return {}, {"search_alg": searcher, "scheduler": scheduler, "num_samples": self.num_samples}
@@ -122,9 +126,11 @@ class Configs(Trials):
     def checked(self) -> tuple[list[dict], dict[str, set]]:
         return self.configs, {}
 
-    def tuner_args(self, objectives: dict[str, str], name: str, optuna_storage: str) -> tuple[dict, dict]:
+    def tuner_args(self, objectives: dict[str, str], name: str, optuna_storage: str,
+                   tracking_uri: str) -> tuple[dict, dict]:
         """Ray Tune's param_space (every key the configs set; Ray takes points only for keys it
-        has) and TuneConfig arguments: each config one point to evaluate, trained to the end."""
+        has) and TuneConfig arguments: each config one point to evaluate, trained to the end
+        (no Optuna study: the storage and the tracking URI are not needed)."""
         from ray.tune.schedulers import FIFOScheduler
         from ray.tune.search.basic_variant import BasicVariantGenerator
 

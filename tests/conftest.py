@@ -1,6 +1,9 @@
 """Shared fixtures: one real MLflow tracking server and one local Ray cluster for the whole test
-session, and the faulty, crashed and resumed experiment two test files check."""
+session, the faulty, crashed and resumed experiment two test files check, the smoke search and its
+re-training that tests/test_end_to_end.py checks and tests/test_browser.py views, and the browser."""
 
+import contextlib
+import io
 import os
 import socket
 
@@ -127,11 +130,109 @@ def faulty_and_resumed(tmp_path_factory, mlflow_server):
     return run(tmp_path_factory.mktemp("faulty"), mlflow_server)
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+E2E_SAMPLES = 4
+
+
+def run_cli(main, *args: str, env: dict, cwd: str) -> str:
+    """A command's main function run in this process with env set and cwd as its folder; its
+    console output (it must exit 0)."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    assert code == 0, f"{main.__name__} failed:\n{out.getvalue()[-3000:]}\n{err.getvalue()[-3000:]}"
+    return out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory, mlflow_server, ray_address):
+    """`tune-run spaces/multitask.py --smoke-test --name e2e` (E2E_SAMPLES trials) on the session's
+    Ray cluster and tracking server: its console output, client, parent and trial runs, env and folder."""
+    from mlflow import MlflowClient
+
+    from search.cli import run_main
+
+    work = tmp_path_factory.mktemp("work")
+    env = {"MEDTUNE_HOME": str(work / "runs"), "MEDTUNE_CACHE": str(work / "cache"),
+           "MLFLOW_TRACKING_URI": mlflow_server, "RAY_ADDRESS": ray_address}
+    out = run_cli(run_main, os.path.join(ROOT, "spaces", "multitask.py"), "--smoke-test",
+                  "--name", "e2e", "--num-samples", str(E2E_SAMPLES), env=env, cwd=str(work))
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("medtune.role") == "parent"]
+    trials = [r for r in runs if r.data.tags.get("medtune.role") == "trial"]
+    return {"out": out, "client": client, "parents": parents, "trials": trials, "env": env, "work": work}
+
+
+@pytest.fixture(scope="session")
+def e2e_retrain(e2e):
+    """tune-export of the e2e experiment, then tune-train of its best config (evaluated on test)."""
+    import yaml
+
+    from search.cli import export_main, train_main
+
+    work, env = e2e["work"], e2e["env"]
+    run_cli(export_main, "e2e", "-o", "best.yaml", env=env, cwd=str(work))
+    with open(work / "best.yaml") as f:
+        doc = yaml.safe_load(f)
+    out = run_cli(train_main, "best.yaml", "--name", "e2e-retrain", "--set", "eval/bootstrap=200",
+                  env=env, cwd=str(work))
+    client = e2e["client"]
+    runs = client.search_runs([client.get_experiment_by_name("e2e-retrain").experiment_id],
+                              "tags.`medtune.role` = 'trial'")
+    return {"doc": doc, "out": out, "runs": runs}
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); Playwright downloads no browser here
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser_page(tmp_path_factory):
+    """A page of headless Chromium with an empty profile, driven by Playwright's sync API; the test
+    is skipped when Debian's chromium is not installed."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium), as .ci/run does")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=90_000)  # a loaded CI machine renders MLflow's pages slowly
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+            headless=True, viewport={"width": 1600, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(90_000)
+        yield page
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory, request):
+    """The folder the browser tests keep their screenshots in: $MEDTUNE_TEST_ARTIFACTS/browser, else a
+    temporary one; its path is printed at the end of the session."""
+    from pathlib import Path
+
+    base = os.environ.get("MEDTUNE_TEST_ARTIFACTS")
+    folder = Path(base, "browser") if base else tmp_path_factory.mktemp("browser")
+    folder.mkdir(parents=True, exist_ok=True)
+    yield folder
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter and any(folder.iterdir()):
+        reporter.write_line(f"browser screenshots: {folder}")
+
+
 # Spread over workers (`pytest -n 2`): each test module is one unit, so its module fixtures run once;
 # modules that share a session experiment are one unit. Units start heaviest first, so that the long
 # ones do not end up last on one worker while the other idles.
-SHARED_UNITS = {"test_faults": "faulty_and_resumed", "test_resume": "faulty_and_resumed"}
-HEAVIEST_FIRST = ["faulty_and_resumed", "test_spaces", "test_end_to_end", "test_console", "test_trainables", "test_ablate",
+SHARED_UNITS = {"test_faults": "faulty_and_resumed", "test_resume": "faulty_and_resumed",
+                "test_end_to_end": "e2e", "test_browser": "e2e", "test_console": "e2e"}
+HEAVIEST_FIRST = ["e2e", "faulty_and_resumed", "test_spaces", "test_trainables", "test_ablate",
                   "test_tracking_outage", "test_tracking", "test_optuna_states", "test_cluster", "test_engine",
                   "test_postgres", "test_tracking_concurrency", "test_zeroshot"]
 

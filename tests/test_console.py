@@ -11,10 +11,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from search.cli import export_main, run_main, train_main, ui_main
+from conftest import run_cli
+from search.cli import run_main, ui_main
 from search.export import load_model
 from search.home import ExperimentState, results_dir
-from test_end_to_end import run_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--smoke-test", "--set", "data/image_size=32", "--set", "train/epochs=1", "--scheduler", "fifo"]
@@ -54,19 +54,15 @@ def test_tune_ui_stop_says_which_server_it_stopped(tmp_path, monkeypatch, capsys
 
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory, mlflow_server, ray_address):
-    """A 2-trial search (tiny classification), then --resume --num-samples 3, then its export and a
-    1-epoch tune-train of the best config: each command's console output, timed line by line."""
+    """A 2-trial search (tiny classification), then --resume --num-samples 3: each command's console
+    output."""
     work = tmp_path_factory.mktemp("console")
     env = {"MEDTUNE_HOME": str(work / "runs"), "MEDTUNE_CACHE": str(work / "cache"),
            "MLFLOW_TRACKING_URI": mlflow_server, "RAY_ADDRESS": ray_address}
     space = os.path.join(ROOT, "spaces", "classification.py")
     first = run_cli(run_main, space, *TINY, "--name", "console", "--num-samples", "2", env=env, cwd=str(work))
     more = run_cli(run_main, space, "--name", "console", "--resume", "--num-samples", "3", env=env, cwd=str(work))
-    export = run_cli(export_main, "console", "-o", "best.yaml", env=env, cwd=str(work))
-    train = run_cli(train_main, "best.yaml", "--name", "console-train", "--set", "eval/bootstrap=50", env=env,
-                    cwd=str(work))
-    return {"first": first, "more": more, "export": export, "train": train, "env": env, "work": work,
-            "client": MlflowClient(mlflow_server)}
+    return {"first": first, "more": more, "env": env, "work": work, "client": MlflowClient(mlflow_server)}
 
 
 @pytest.mark.slow
@@ -111,8 +107,8 @@ def test_resume_asking_fewer_trials_than_made_is_a_clear_error(extended, capsys,
 
 
 @pytest.mark.slow
-def test_tune_train_reads_like_tune_run_and_logs_a_loadable_model(extended, tmp_path):
-    out, client = extended["train"], extended["client"]
+def test_tune_train_reads_like_tune_run_and_logs_a_loadable_model(e2e, e2e_retrain, tmp_path):
+    out, client = e2e_retrain["out"], e2e["client"]
     assert "== Status ==" not in out and "\x1b[" not in out
     assert re.search(r"^\[ *\d+:\d\d\] 1/1 trials: .* started$", out, re.M)  # the live view of tune-run
     table = out[out.index("Final metrics:"):].splitlines()
@@ -126,10 +122,12 @@ def test_tune_train_reads_like_tune_run_and_logs_a_loadable_model(extended, tmp_
         {a.path for a in client.list_artifacts(run_id, "export")}
     assert {"model/weights.pt", "model/config.json", "export/best.yaml"} <= artifacts
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MEDTUNE_CACHE", extended["env"]["MEDTUNE_CACHE"])
+        patch.setenv("MEDTUNE_CACHE", e2e["env"]["MEDTUNE_CACHE"])
         model, config = load_model(client.download_artifacts(run_id, "model", str(tmp_path)))
-    assert config["eval/test"] is True and config["model/backbone"] == "test_resnet"
+    assert config["eval/test"] is True and config["model/encoder"] == "tu-test_resnet"
     with torch.no_grad():
-        logits = model(torch.zeros(2, config["data/channels"], config["data/image_size"], config["data/image_size"]))
+        masks, logits = model(torch.zeros(2, config["data/channels"], config["data/image_size"],
+                                          config["data/image_size"]))  # the multitask model: masks and classes
+    assert masks.shape == (2, 1, config["data/image_size"], config["data/image_size"])
     assert logits.shape == (2, 4)  # the synthetic set's four classes
 

@@ -234,9 +234,10 @@ def make_trial(tmp_path, monkeypatch):
     """
     monkeypatch.setattr(ray_storage, "_get_ray_train_session_dir", lambda: str(tmp_path))
 
-    def make(trial_id: str, config: dict = CONFIG) -> Trial:
+    def make(trial_id: str, config: dict = CONFIG, experiment_tag: str = "") -> Trial:
         storage = StorageContext(storage_path=str(tmp_path / "results"), experiment_dir_name="e")
-        trial = Trial("train", config=config, trial_id=trial_id, storage=storage, stub=True)
+        trial = Trial("train", config=config, trial_id=trial_id, storage=storage, stub=True,
+                      experiment_tag=experiment_tag)
         trial.init_local_path()
         return trial
 
@@ -271,14 +272,32 @@ def test_parent_run_is_created_once_and_found_again(client, experiment):
     assert run.info.run_name == experiment
     assert run.data.tags["medtune.role"] == "parent"
     assert run.data.tags["medtune.space"] == "spaces/x.py"
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    assert len(client.search_runs([experiment_id])) == 1
+    found = client.get_experiment_by_name(experiment)
+    assert len(client.search_runs([found.experiment_id])) == 1
+    assert found.tags["medtune.kind"] == "search"  # the experiment list tells the kinds apart
+    assert found.tags["mlflow.note.content"] == "Search of a trainable"
+
+
+def test_retrainings_and_ablations_are_told_apart_from_searches(client, experiment):
+    tags = {"medtune.trainable": "multitask"}
+    for kind, more, description in [
+        ("search", {"medtune.space_file": "spaces/multitask.py"}, "Search of multitask over spaces/multitask.py"),
+        ("retrain", {"medtune.kind": "retrain", "medtune.retrain_of": "abc"},
+         "Re-training of multitask (the config of trial run abc)"),
+        ("ablation", {"medtune.kind": "ablation"}, "Ablation of multitask"),
+    ]:
+        get_or_create_parent_run(client, f"{experiment}-{kind}", {**tags, **more})
+        found = client.get_experiment_by_name(f"{experiment}-{kind}")
+        assert found.tags["medtune.kind"] == kind
+        assert found.tags["mlflow.note.content"] == description
+        assert found.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, mlflow_server, pending_dir):
     parent = get_or_create_parent_run(client, experiment, {})
     tracker = TrialTracker(mlflow_server, experiment, parent, {"medtune.git": "abc123"}, str(pending_dir))
-    done, stopped, broken = make_trial("t_00000"), make_trial("t_00001"), make_trial("t_00002")
+    done, stopped, broken = make_trial("t_00000", experiment_tag="3_model/arch=unet"), make_trial("t_00001"), \
+        make_trial("t_00002")
 
     tracker.on_trial_start(iteration=0, trials=[], trial=done)
     for epoch, f1 in enumerate([0.5, 0.6, 0.7], start=1):
@@ -301,7 +320,8 @@ def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, 
     assert sorted(runs) == ["t_00000", "t_00001", "t_00002"]
     run = runs["t_00000"]
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "t_00000"
+    assert run.info.run_name == "t03 unet lr=1e-3"  # Ray's trial counter, the model, the learning rate
+    assert runs["t_00001"].info.run_name == "t_00001 unet lr=1e-3"  # no counter: the trial id
     assert run.data.tags["medtune.role"] == "trial"
     assert run.data.tags["medtune.parent_run_id"] == parent
     assert run.data.tags["medtune.git"] == "abc123"
