@@ -185,7 +185,11 @@ TRAINABLES: dict[str, TrainableSpec] = {
         TrainableSpec(
             name="classification",
             target="trainables.classification:train",
-            defaults={**COMMON_DEFAULTS, **CLASSIFIER_DEFAULTS},
+            defaults={
+                **COMMON_DEFAULTS,
+                **CLASSIFIER_DEFAULTS,
+                "figures/gradcam": False,  # Grad-CAM pictures of the final model (trainables.figures); tune-train: on
+            },
             metrics=CLASSIFICATION_METRICS + SPEED_METRICS,
             needs_masks=False,
             doc="timm / Hugging Face backbone + head; cross-entropy, or BCE for multi-label data",
