@@ -28,6 +28,7 @@ from trainables.figures import FIGURES, write_figures
 from trainables.loading import TrialLoader
 from trainables.models import train_mode
 from trainables.optim import make_optimizer, make_schedule, set_epoch_lr
+from trainables.registry import CHECKPOINT_ARTIFACTS
 from trainables.speed import Speed, reset_peak_memory
 from trainables.trial_data import Data, prepare_data, trial_loader, with_transform
 
@@ -93,16 +94,13 @@ def restore(device: torch.device) -> dict | None:
         return torch.load(os.path.join(d, "state.pt"), map_location=device, weights_only=False)
 
 
-ARTIFACTS = "artifacts"  # a checkpoint's folder of files for the trial's MLflow run (mlflow_server.tracker)
-
-
 def report(metrics: dict, state: dict, artifacts: Callable[[str], object] | None = None) -> None:
     """Report one epoch's metrics to Ray Tune with `state` saved as the trial's checkpoint, and
-    artifacts(folder) writing files into the checkpoint's ARTIFACTS folder."""
+    artifacts(folder) writing files into the checkpoint's CHECKPOINT_ARTIFACTS folder (for the trial's MLflow run)."""
     with tempfile.TemporaryDirectory() as d:
         torch.save(state, os.path.join(d, "state.pt"))
         if artifacts:
-            artifacts(os.path.join(d, ARTIFACTS))
+            artifacts(os.path.join(d, CHECKPOINT_ARTIFACTS))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
