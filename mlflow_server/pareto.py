@@ -142,12 +142,13 @@ def learning_curves_png(client: MlflowClient, records: list[TrialRecord], object
     figure = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = figure.subplots()
     for r in top:
-        history = sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, key))
-        ax.plot(*zip(*history), marker="o", markersize=3, label=f"trial {trial_label(r)} (last {_cell(r.metrics[key])})")
+        if history := sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, key)):
+            ax.plot(*zip(*history), marker="o", markersize=3, label=f"trial {trial_label(r)} (last {_cell(r.metrics[key])})")
     ax.set(xlabel="Epoch", ylabel=axis_title(key, direction))
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    if ax.lines:
+        ax.legend(fontsize="small")
     figure.suptitle(title)
     figure.savefig(path, dpi=PNG_DPI, metadata={"Title": title})
 
