@@ -6,9 +6,11 @@ The tracker turns Ray Tune's trial events into writes of the parent run's WriteQ
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import numbers
+import posixpath
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
-from ray.tune import Callback
+from pyarrow.fs import FileSelector, FileType
+from ray.tune import Callback, Checkpoint
 from ray.tune.experiment import Trial
 from ray.tune.utils import flatten_dict
 
@@ -24,7 +27,7 @@ from mlflow_server.records import ERROR, MLFLOW_PARENT, PARENT, ROLE, TRIAL, exp
 from mlflow_server.selection import last_epoch, reached_budget
 from mlflow_server.server import answers
 from mlflow_server.write_queue import WriteQueue
-from trainables.registry import flat_config
+from trainables.registry import CHECKPOINT_ARTIFACTS, flat_config
 
 # Confusion matrices a trainable reports ({"classes", "matrix", "rows", "columns"}) -> their artifacts.
 CONFUSION_FILES = {"val/confusion_matrix": "confusion_matrix.json", "test/confusion_matrix": "test_confusion_matrix.json"}
@@ -122,10 +125,12 @@ class TrialTracker(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info):
         """FINISHED when the last result reached its budget, else KILLED (the rule of
-        mlflow_server.selection.reached_budget, which the Optuna searcher follows too)."""
+        mlflow_server.selection.reached_budget, which the Optuna searcher follows too); the files of
+        its last checkpoint's artifacts folder (its pictures) become artifacts of its run."""
         done = reached_budget(_flat_result(trial.last_result), flat_config(trial.config))
         ops = [{"op": "text", "file": file, "text": json.dumps(matrix)} for key, file in CONFUSION_FILES.items()
                if isinstance(matrix := (trial.last_result or {}).get(key), dict)]
+        ops += checkpoint_files(trial.checkpoint)
         status = RunStatus.to_string(RunStatus.FINISHED if done else RunStatus.KILLED)
         self._submit(trial, *ops, {"op": "end", "status": status, "time": int(time.time() * 1000)})
 
@@ -175,6 +180,21 @@ def run_name(trial: Trial, config: dict) -> str:
     if isinstance(lr := config.get("optim/lr"), numbers.Real):
         words.append("lr=" + f"{lr:.0e}".replace("e-0", "e-").replace("e+0", "e+"))
     return " ".join(words)
+
+
+def checkpoint_files(checkpoint: Checkpoint | None) -> list[dict]:
+    """A "file" write (path and base64 content, so a pending write needs nothing else) for each file under
+    the checkpoint's CHECKPOINT_ARTIFACTS folder, read through its filesystem (local or a cluster's storage)."""
+    if checkpoint is None:
+        return []
+    fs, root = checkpoint.filesystem, posixpath.join(checkpoint.path, CHECKPOINT_ARTIFACTS)
+    found = fs.get_file_info(FileSelector(root, allow_not_found=True, recursive=True))
+    ops = []
+    for info in sorted((i for i in found if i.type == FileType.File), key=lambda i: i.path):
+        with fs.open_input_stream(info.path) as file:
+            data = base64.b64encode(file.read()).decode()
+        ops.append({"op": "file", "file": posixpath.relpath(info.path, root), "data": data})
+    return ops
 
 
 def _flat_result(result: dict) -> dict[str, Any]:

@@ -9,13 +9,15 @@ its trial id before it is created, and a metric step already logged is skipped.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import logging
 import os
+import tempfile
 import time
 from collections import Counter, deque
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
@@ -27,7 +29,7 @@ from mlflow_server.server import answers
 RETRY_S = 5.0  # while the server is unreachable, ask it again at most this often
 # What each operation is called in the summary of unwritten ones.
 NOUNS = {"create": "run creation", "status": "status update", "metrics": "metric set",
-         "text": "artifact", "tag": "tag", "end": "run end"}  # fmt: skip
+         "text": "artifact", "file": "artifact file", "tag": "tag", "end": "run end"}  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ class WriteQueue:
     """The writes of the trial runs under `parent_run_id` in experiment `experiment` at `uri`.
 
     Operations: create (run name, tags, params, config), status, metrics ([key, value, timestamp, step]
-    points), text (an artifact file), tag, end (status, time). Pickled, it keeps only which
+    points), text (an artifact file), file (an artifact file's path in the run and base64 content:
+    a binary one, e.g. a picture), tag, end (status, time). Pickled, it keeps only which
     run each trial has; the pending file holds the writes.
     """
 
@@ -192,6 +195,12 @@ class WriteQueue:
                     self._last_step[run_id] = max(point[3] for point in points)
             case "text":
                 self.client.log_text(run_id, op["text"], op["file"])
+            case "file":
+                path = PurePosixPath(op["file"])
+                with tempfile.TemporaryDirectory() as folder:
+                    local = Path(folder, path.name)
+                    local.write_bytes(base64.b64decode(op["data"]))
+                    self.client.log_artifact(run_id, str(local), str(path.parent) if path.parent.name else None)
             case "tag":
                 self.client.set_tag(run_id, op["key"], op["value"])
             case "end":

@@ -207,6 +207,8 @@ def load_model(folder: str):
 def retrain_config(doc: dict, pareto: int | None, sets: list[str], where: str) -> tuple[TrainableSpec, dict]:
     """The exported entry's config with the --set overrides, evaluated once on test (eval/test)."""
     from search.overrides import TEST_KEY, parse_sets
+    from trainables.registry import GRADCAM_KEY
 
     spec, config = exported_entry(doc, pareto, where)
-    return spec, {**config, **parse_sets(list(sets), spec.defaults), TEST_KEY: True}
+    gradcam = {GRADCAM_KEY: True} if GRADCAM_KEY in spec.defaults else {}  # --set figures/gradcam=false wins
+    return spec, {**config, **gradcam, **parse_sets(list(sets), spec.defaults), TEST_KEY: True}

@@ -437,10 +437,10 @@ def test_pareto_figure_highlights_the_front_along_x():
     assert list(front.x) == [10, 20] and list(front.y) == [0.9, 0.8]
     assert list(dominated.x) == [15]
     assert dominated.hovertext[0].split("<br>") == [
-        "<b>c</b>", "f1 = 0.7", "speed = 15", "mem = 3", "model/arch = c", "train/epochs = 3"
-    ]  # fmt: skip
+        "<b>c</b>", "f1 = 0.7", "speed = 15", "mem = 3", "model/arch = c"
+    ]  # fmt: skip  (the searched keys only: train/epochs is the same in every trial)
     _, single = pareto_figure(records, {"f1": "max"}, records[:1]).data
-    assert list(single.x) == ["a"]
+    assert list(single.x) == [0] and list(single.text) == ["a"]  # start order, labelled
 
 
 def test_pareto_table_shows_only_varying_config_keys():

@@ -3,7 +3,8 @@
 Every trainable is a `Task` run by `fit`. Each epoch: a training pass (frozen parts' normalisation in eval
 mode, see models.train_mode), then the trained BatchNorm layers' statistics re-estimated on un-augmented
 training images (trainables.batchnorm, train/bn_reestimate_images), then validation and the report with
-its checkpoint; after the last epoch with eval/test, the held-out test split (trainables.evaluation).
+its checkpoint; after the last epoch with eval/test, the held-out test split (trainables.evaluation), and
+with the last report, the trial's pictures (trainables.figures) in its checkpoint's artifacts/figures/.
 A task with phases gets a fresh optimizer and schedule at the start of each phase (trainables.optim);
 a task where nothing trains is evaluated once and that result reported for every epoch."""
 from __future__ import annotations
@@ -23,9 +24,11 @@ from torch import nn
 
 from trainables.batchnorm import reestimate_batchnorm
 from trainables.evaluation import test_metrics
+from trainables.figures import FIGURES, write_figures
 from trainables.loading import TrialLoader
 from trainables.models import train_mode
 from trainables.optim import make_optimizer, make_schedule, set_epoch_lr
+from trainables.registry import CHECKPOINT_ARTIFACTS
 from trainables.speed import Speed, reset_peak_memory
 from trainables.trial_data import Data, prepare_data, trial_loader, with_transform
 
@@ -91,11 +94,20 @@ def restore(device: torch.device) -> dict | None:
         return torch.load(os.path.join(d, "state.pt"), map_location=device, weights_only=False)
 
 
-def report(metrics: dict, state: dict) -> None:
-    """Report one epoch's metrics to Ray Tune with `state` saved as the trial's checkpoint."""
+def report(metrics: dict, state: dict, artifacts: Callable[[str], object] | None = None) -> None:
+    """Report one epoch's metrics to Ray Tune with `state` saved as the trial's checkpoint, and
+    artifacts(folder) writing files into the checkpoint's CHECKPOINT_ARTIFACTS folder (for the trial's MLflow run)."""
     with tempfile.TemporaryDirectory() as d:
         torch.save(state, os.path.join(d, "state.pt"))
+        if artifacts:
+            artifacts(os.path.join(d, CHECKPOINT_ARTIFACTS))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def figures(task: Task, model: nn.Module, loader: TrialLoader, cfg: dict, data: Data,
+            device: torch.device) -> Callable[[str], object]:
+    """The writer of the trial's pictures (trainables.figures) into an artifacts folder, for its last report."""
+    return lambda artifacts: write_figures(task, model, loader, cfg, data, device, os.path.join(artifacts, FIGURES))
 
 
 def start_trial(cfg: dict, task: Task) -> tuple[torch.device, Data, nn.Module, TrialLoader]:
@@ -202,7 +214,9 @@ def fit(cfg: dict, task: Task) -> None:
     if task.loss is None:
         metrics = state["metrics"] if state else evaluate_once(task, model, loader, cfg, data, device)
         for epoch in range((state or {}).get("epoch", 0) + 1, cfg["train/epochs"] + 1):
-            report({**metrics, "epoch": epoch}, {"metrics": metrics, "epoch": epoch})
+            last = epoch == cfg["train/epochs"] and not state  # resumed: the model's fitted head is not restored
+            report({**metrics, "epoch": epoch}, {"metrics": metrics, "epoch": epoch},
+                   figures(task, model, loader, cfg, data, device) if last else None)
         return
     phases = (task.phases or one_phase)(cfg)
     start_epoch, speed, phase = 0, Speed(), None
@@ -231,7 +245,8 @@ def fit(cfg: dict, task: Task) -> None:
         if epoch == cfg["train/epochs"] and cfg["eval/test"]:  # once, on the held-out test split
             metrics.update(test_metrics(task, model, cfg, data, device))
         report(metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "phase": phase.number,
-                         "epoch": epoch, "speed": speed.state()})
+                         "epoch": epoch, "speed": speed.state()},
+               figures(task, model, loader, cfg, data, device) if epoch == cfg["train/epochs"] else None)
 
 
 def evaluate_once(task: Task, model: nn.Module, loader: TrialLoader, cfg: dict, data: Data,

@@ -60,6 +60,11 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "aug/crop_scale": 1.0,         # RandomResizedCrop min scale; 1.0 disables the crop
 }
 
+# The folder of a trial's checkpoint whose files become artifacts of its MLflow run (trainables.loop.report
+# writes them, mlflow_server.tracker uploads those of the last checkpoint when the trial completes).
+CHECKPOINT_ARTIFACTS = "artifacts"
+GRADCAM_KEY = "figures/gradcam"  # Grad-CAM pictures of the final model: off in a search, on in tune-train
+
 SPEED_METRICS = ("perf/train_images_per_s", "perf/loader_images_per_s", "perf/epoch_s", "perf/train_total_s",
                  "perf/peak_mem_mb")
 CLASSIFICATION_METRICS = ("val/accuracy", "val/f1_macro", "val/precision_macro", "val/recall_macro",
@@ -67,6 +72,25 @@ CLASSIFICATION_METRICS = ("val/accuracy", "val/f1_macro", "val/precision_macro",
 MASK_METRICS = ("val/dice", "val/iou", "val/miou", "val/dice_gated", "val/iou_gated", "val/miou_gated",
                 "val/dice_lesion", "val/dice_pooled", "val/dice_lesion_gated", "val/dice_pooled_gated")
 SEGMENTATION_METRICS = MASK_METRICS + ("val/loss",)
+
+# Metric names in words, with their unit or range: axis titles of every chart (metric_words).
+METRIC_WORDS = {
+    "f1_macro": "macro F1 (0-1)", "accuracy": "accuracy (0-1)", "precision_macro": "macro precision (0-1)",
+    "recall_macro": "macro recall (0-1)", "auroc": "AUROC (0-1)", "map": "mean average precision (0-1)",
+    "dice": "Dice per image (0-1)", "dice_lesion": "Dice over lesion images (0-1)", "dice_pooled": "pooled Dice (0-1)",
+    "iou": "IoU (0-1)", "miou": "mean IoU (0-1)", "loss": "loss", "knn_accuracy": "k-NN accuracy (0-1)",
+    "train_images_per_s": "training throughput (images/s)", "loader_images_per_s": "loader throughput (images/s)",
+    "epoch_s": "time per epoch (s)", "train_total_s": "total training time (s)", "peak_mem_mb": "peak memory (MB)",
+    "hd95": "95th-percentile Hausdorff distance (pixels)", "ece": "expected calibration error (0-1)",
+}
+SPLIT_WORDS = {"test": "test", "val": "validation", "train": "training", "perf": ""}  # perf/*: measured while training
+
+
+def metric_words(key: str) -> str:
+    """'test/f1_macro' -> 'test macro F1 (0-1)'; unknown names are kept as they are."""
+    split, _, name = key.partition("/")
+    return f"{SPLIT_WORDS.get(split, split)} {METRIC_WORDS.get(name, name)}".strip()
+
 
 CLASSIFIER_DEFAULTS: dict[str, Any] = {
     "model/backbone": "resnet18",  # any timm model name, "medtune_cnn" (study C.1) or "hf:<local dir>"
@@ -185,7 +209,11 @@ TRAINABLES: dict[str, TrainableSpec] = {
         TrainableSpec(
             name="classification",
             target="trainables.classification:train",
-            defaults={**COMMON_DEFAULTS, **CLASSIFIER_DEFAULTS},
+            defaults={
+                **COMMON_DEFAULTS,
+                **CLASSIFIER_DEFAULTS,
+                GRADCAM_KEY: False,  # Grad-CAM pictures of the final model (trainables.figures); tune-train: on
+            },
             metrics=CLASSIFICATION_METRICS + SPEED_METRICS,
             needs_masks=False,
             doc="timm / Hugging Face backbone + head; cross-entropy, or BCE for multi-label data",

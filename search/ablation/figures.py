@@ -4,26 +4,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-METRIC_WORDS = {
-    "f1_macro": "macro F1 (0-1)", "accuracy": "accuracy (0-1)", "precision_macro": "macro precision (0-1)",
-    "recall_macro": "macro recall (0-1)", "auroc": "AUROC (0-1)", "map": "mean average precision (0-1)",
-    "dice": "Dice per image (0-1)", "dice_lesion": "Dice over lesion images (0-1)", "dice_pooled": "pooled Dice (0-1)",
-    "iou": "IoU (0-1)", "miou": "mean IoU (0-1)", "loss": "loss", "knn_accuracy": "k-NN accuracy (0-1)",
-    "train_images_per_s": "training throughput (images/s)", "loader_images_per_s": "loader throughput (images/s)",
-    "epoch_s": "time per epoch (s)", "train_total_s": "total training time (s)", "peak_mem_mb": "peak memory (MB)",
-}
-SPLIT_WORDS = {"test": "test", "val": "validation", "perf": ""}  # perf/*: measured while training
 FACTOR_WORDS = {
     "data/fraction": "fraction of the training split used", "data/shots_per_class": "labelled images per class",
     "model/frozen_layers": "frozen layer groups (count)", "loss/cls_weight": "classification loss weight (0-1)",
     "loss/seg": "segmentation loss", "model/backbone": "backbone", "model/encoder": "encoder", "optim/lr": "learning rate",
 }
-
-
-def metric_words(key: str) -> str:
-    """'test/f1_macro' -> 'test macro F1 (0-1)'; unknown names are kept as they are."""
-    split, _, name = key.partition("/")
-    return f"{SPLIT_WORDS.get(split, split)} {METRIC_WORDS.get(name, name)}".strip()
 
 
 def factor_words(key: str) -> str:

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from search.ablation.figures import Chart, Panel, Trace, factor_words, metric_words, write_chart
+from search.ablation.figures import Chart, Panel, Trace, factor_words, write_chart
 from search.ablation.grid import BASELINE, grid, is_baseline_level
 from search.ablation.learning_curve import CURVE_FACTORS, TRAIN_IMAGES, LearningCurve, learning_curve
 from search.ablation.spec import Ablation
 from search.ablation.stats import WILCOXON_N, Paired, Summary, holm, paired, seed_warning, summarize
+from trainables.registry import metric_words
 
 NAN = math.nan
 
