@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
 from mlflow_server.selection import check_objectives, eligible, pareto_front
-from mlflow_server.records import TrialRecord
+from mlflow_server.records import TrialRecord, varying_keys
 from trainables.registry import metric_words
 
 PNG_DPI = 100
@@ -32,12 +32,6 @@ def trial_label(record: TrialRecord) -> str:
     """A trial's short label on the plots: its number in Ray's id ('6b7e5_00003' -> '3'), else the id."""
     number = record.trial_id.rpartition("_")[2]
     return str(int(number)) if number.isdigit() else record.trial_id
-
-
-def searched_keys(records: list[TrialRecord]) -> list[str]:
-    """The config keys whose values differ between records: what the search chose."""
-    keys = set().union(*(r.config for r in records)) if records else set()
-    return sorted(k for k in keys if len({json.dumps(r.config.get(k), sort_keys=True, default=str) for r in records}) > 1)
 
 
 @dataclass
@@ -80,7 +74,7 @@ def pareto_figure(
     """Interactive scatter of pareto_points, the front (some of `records`) highlighted and every point
     labelled; the hover text of a point lists its trial id, the objectives and the searched config keys."""
     points = pareto_points(records, objectives, front)
-    searched = searched_keys(records)
+    searched = varying_keys(records)
     hover = [_hover(r, list(objectives), searched) for r in records]
 
     def trace(indices: list[int], name: str, color: str, size: int, line: bool) -> go.Scatter:
@@ -161,7 +155,7 @@ def pareto_table(front: list[TrialRecord], objectives: dict[str, str]) -> str:
     """
     check_objectives(objectives)
     keys = list(objectives)
-    varying = searched_keys(front)
+    varying = varying_keys(front)
     header = ["trial_id", *keys, *varying]
     rows = [
         [m.trial_id, *(_cell(m.metrics.get(k)) for k in keys)]

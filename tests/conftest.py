@@ -234,7 +234,7 @@ SHARED_UNITS = {"test_faults": "faulty_and_resumed", "test_resume": "faulty_and_
                 "test_end_to_end": "e2e", "test_browser": "e2e", "test_console": "e2e"}
 HEAVIEST_FIRST = ["e2e", "faulty_and_resumed", "test_spaces", "test_trainables", "test_ablate",
                   "test_tracking_outage", "test_tracking", "test_optuna_states", "test_cluster", "test_engine",
-                  "test_postgres", "test_tracking_concurrency", "test_zeroshot"]
+                  "test_postgres", "test_tracking_concurrency", "test_zeroshot", "test_figures"]
 
 
 def unit(path: str) -> str:
