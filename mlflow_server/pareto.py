@@ -3,7 +3,6 @@ table, learning curves of the best trials, MLflow artifacts of the parent run.""
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from dataclasses import dataclass
