@@ -9,7 +9,6 @@ memory from its second epoch on, 5 has its worker process SIGKILLed after epoch 
 and never interrupted. Run as a script, this file is that driver: tune-run (search.cli.run_main)
 with the faults that cannot be caused for real here added to the trainable.
 """
-import json
 import logging
 import os
 import signal
