@@ -36,4 +36,5 @@ def test_an_older_export_lacking_new_keys_takes_the_defaults_and_is_evaluated_on
     assert retrain_config(doc, None, ["train/epochs=1"], "best.yaml")[0] == spec
     config = retrain_config(doc, None, ["train/epochs=1"], "best.yaml")[1]
     assert config == {**spec.defaults, "optim/lr": 0.001, "model/backbone": "test_resnet", "train/epochs": 1,
-                      "eval/test": True}
+                      "eval/test": True, "figures/gradcam": True}  # a re-train draws Grad-CAM
+    assert retrain_config(doc, None, ["figures/gradcam=false"], "best.yaml")[1]["figures/gradcam"] is False
