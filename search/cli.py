@@ -42,7 +42,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke-test", action="store_true", help="apply the space file's SMOKE overrides: tiny models, few epochs")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a config key for every trial, type-checked (repeatable)")
-    p.add_argument("--scheduler", default="asha", help="asha (default), fifo, median or hyperband; acts on the first objective")
+    p.add_argument("--scheduler", default="asha", help="asha (default), fifo, median or hyperband on the first objective, or moasha on all of them")
     p.add_argument("--sampler", default="tpe", help="Optuna sampler: tpe (default; multi-objective TPE for several objectives), nsga2, random")
     _engine_flags(p)
     p.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop starting/running trials after this long")

@@ -9,21 +9,28 @@ from search.errors import UsageError
 from search.spacefile import Space
 
 # --scheduler name -> Ray Tune's scheduler name and its parameters besides metric, mode and max_t
-# (tune.create_scheduler passes each scheduler only the parameters it takes).
+# (tune.create_scheduler passes each scheduler only the parameters it takes); "moasha" is ours (search.moasha).
 SCHEDULERS = {
     "asha": ("async_hyperband", {"grace_period": 1, "reduction_factor": 2}),
+    "moasha": ("moasha", {"grace_period": 1, "reduction_factor": 2}),
     "fifo": ("fifo", {}),
     "median": ("median_stopping_rule", {"grace_period": 1}),
     "hyperband": ("hyperband", {}),
 }
 
 
-def make_scheduler(name: str, metric: str, mode: str, max_t: int):
+def make_scheduler(name: str, objectives: dict[str, str], max_t: int):
+    """The scheduler `name` on the first objective, or on all of them (moasha)."""
     from ray import tune
 
     if name not in SCHEDULERS:
         raise UsageError(f"Unknown scheduler {name!r}; accepted: {', '.join(SCHEDULERS)}.")
     ray_name, params = SCHEDULERS[name]
+    if ray_name == "moasha":
+        from search.moasha import MultiObjectiveASHA
+
+        return MultiObjectiveASHA(list(objectives), list(objectives.values()), max_t, **params)
+    metric, mode = next(iter(objectives.items()))
     return tune.create_scheduler(ray_name, metric=metric, mode=mode, max_t=max_t, **params)
 
 
@@ -45,7 +52,7 @@ class Trials:
 class Search(Trials):
     """num_samples trials whose configs an Optuna sampler draws from a space file's space(trial),
     starting from `constants`; `pinned` keys are fixed, not searched. A scheduler stops poor trials
-    on the first objective."""
+    on the first objective (moasha: on all of them)."""
 
     space: Space
     constants: dict
@@ -60,7 +67,7 @@ class Search(Trials):
         from search.preflight import sample_configs
         from search.sampling import make_sampler
 
-        make_scheduler(self.scheduler, *self.space.primary, self.constants["train/epochs"])
+        make_scheduler(self.scheduler, self.space.objectives, self.constants["train/epochs"])
         make_sampler(self.sampler, self.seed)
         return sample_configs(self.space, self.constants, self.pinned, seed=self.seed)
 
@@ -84,7 +91,7 @@ class Search(Trials):
             storage=RDBStorage(optuna_storage),
             runs=TrialRuns(tracking_uri, name),
         )
-        scheduler = make_scheduler(self.scheduler, metrics[0], modes[0], self.constants["train/epochs"])
+        scheduler = make_scheduler(self.scheduler, objectives, self.constants["train/epochs"])
         return {}, {"search_alg": searcher, "scheduler": scheduler, "num_samples": self.num_samples}
 
     def record(self) -> dict:

@@ -120,16 +120,28 @@ def start_trial(cfg: dict, task: Task) -> tuple[torch.device, Data, nn.Module, T
     reset_peak_memory(device)
     data = prepare_data(cfg, task.masks)
     seed_everything(int(cfg["train/seed"]))
-    model = task.build(cfg, data).to(device)
+    model = task.build(cfg, data).to(device, memory_format=memory_format(cfg))
     if task.transform:
         data = with_transform(data, task.transform(model))
     return device, data, model, trial_loader(data, cfg, device)
 
 
+def memory_format(cfg: dict) -> torch.memory_format:
+    return torch.channels_last if cfg["train/channels_last"] else torch.preserve_format
+
+
+def to_device(batch: tuple, device: torch.device, cfg: dict) -> tuple:
+    """The batch on the device, its images (4-D tensors) in the config's memory format."""
+    return tuple(x.to(device, non_blocking=True, memory_format=memory_format(cfg) if x.dim() == 4 else
+                      torch.preserve_format) for x in batch)
+
+
 def training_step(model, batch: tuple, loss_fn, optimizer, epoch: int, step: int, cfg: dict) -> float:
-    """One optimizer step on batch; its loss. A non-finite loss or OOM fails the trial with a clear message."""
+    """One optimizer step on batch; its loss (its forward pass under bfloat16 autocast with train/bf16). A
+    non-finite loss or OOM fails the trial with a clear message."""
     try:
-        loss = loss_fn(model, batch, cfg)
+        with torch.autocast(batch[0].device.type, dtype=torch.bfloat16, enabled=cfg["train/bf16"]):
+            loss = loss_fn(model, batch, cfg)
         value = loss.item()  # one device sync per step
         if not math.isfinite(value):
             raise FloatingPointError(f"The training loss became {value} at epoch {epoch}, step {step}; "
@@ -155,7 +167,7 @@ def train_epoch(model, batches: Iterator, loss_fn, optimizer, device, epoch: int
     seen, loss_sum, t0 = 0, 0.0, time.perf_counter()
     for step, (batch, load_s) in enumerate(batches):
         started = time.perf_counter()
-        batch = tuple(x.to(device, non_blocking=True) for x in batch)
+        batch = to_device(batch, device, cfg)
         loss = training_step(model, batch, loss_fn, optimizer, epoch, step, cfg)
         if device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -1,0 +1,130 @@
+"""Build the tabular benchmark: train a random sample of a space's configs once, keeping every epoch's objectives.
+
+    $ uv run python scripts/bench_tabular_build.py spaces/multitask.py --smoke-test --configs 100 \\
+          --set train/epochs=4 --set data/image_size=32 --processes 2 -o benchmarks/multitask_table.json
+
+Configs are drawn as preflight draws them (Optuna's random sampler over space(), with the SMOKE keys and the
+--set overrides pinned), deduplicated, and each is trained in-process by the space's trainable (one torch
+thread per process, no Ray, no checkpoint files: the loop's report is captured). Rows are appended to
+<output>.jsonl as they finish, so an interrupted build resumes where it stopped; the table (<output>) is
+written from them at the end. Besides the space's objectives, each epoch keeps the CPU seconds of the
+process and each row the training FLOPs per image (forward + backward, torch's FlopCounterMode): load-free
+stand-ins for the throughput objective, which a busy machine makes noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+KEPT = ("val/loss", "val/dice", "perf/epoch_s", "perf/train_images_per_s")  # kept beside the objectives
+
+
+def train_in_process(cfg: dict, space_path: str) -> list[dict]:
+    """Train flat config `cfg` with the space's trainable in this process (one torch thread, no Ray, no
+    checkpoint written, the loop's report captured); each epoch's metrics with its CPU and wall seconds and
+    the time it ended ("at", seconds since the epoch)."""
+    import torch
+
+    import trainables.loop as loop
+    from search.spacefile import load_space
+
+    torch.set_num_threads(1)
+    epochs, started = [], [time.process_time(), time.perf_counter()]
+
+    def capture(metrics: dict, state: dict) -> None:
+        now = [time.process_time(), time.perf_counter()]
+        epochs.append({**metrics, "cpu_s": now[0] - started[0], "wall_s": now[1] - started[1], "at": time.time()})
+        started[:] = now
+
+    loop.report, loop.restore, loop.trial_cpus = capture, (lambda device: None), (lambda: 1)
+    load_space(space_path).trainable.function()(cfg)
+    return epochs
+
+
+def train_one(job: tuple[int, dict, str, list[str]]) -> dict:
+    """Config `cfg` (index i) trained in this process; its row: searched params, per-epoch curves, FLOPs."""
+    from search.spacefile import load_space
+
+    i, cfg, space_path, searched = job
+    epochs = train_in_process(cfg, space_path)
+    metrics = [*load_space(space_path).objectives, *KEPT, "cpu_s", "wall_s"]
+    return {"index": i, "params": {k: cfg[k] for k in searched},
+            "curves": {m: [e[m] for e in epochs] for m in metrics if m in epochs[0]},
+            "train_flops_per_image": train_flops(cfg), "load": os.getloadavg()[0]}
+
+
+def train_flops(cfg: dict) -> int:
+    """FLOPs of one training image through the config's model, forward and backward."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from trainables.models import create_segmenter
+
+    model = create_segmenter(cfg, 4)
+    x = torch.zeros(2, cfg["data/channels"], cfg["data/image_size"], cfg["data/image_size"])
+    with FlopCounterMode(display=False) as counter:
+        masks, logits = model(x)
+        (masks.sum() + logits.sum()).backward()
+    return counter.get_total_flops() // 2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("space")
+    parser.add_argument("--smoke-test", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--configs", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("-o", "--output", default="benchmarks/multitask_table.json")
+    args = parser.parse_args()
+
+    import multiprocessing
+
+    from search.overrides import parse_sets
+    from search.preflight import sample_configs
+    from search.spacefile import load_space
+
+    space = load_space(args.space)
+    pins = {**(space.smoke if args.smoke_test else {}), **parse_sets(args.set, space.defaults)}
+    constants = {**space.defaults, "train/seed": args.seed, **pins}
+    configs, choices = sample_configs(space, constants, set(pins), n=4 * args.configs, seed=args.seed)
+    searched = sorted(choices.keys() | {k for c in configs for k in c if c[k] != constants.get(k)})
+    unique = list({json.dumps({k: c[k] for k in searched}, sort_keys=True): c for c in configs}.values())
+    configs = unique[:args.configs]
+
+    partial = args.output + "l"
+    done = {}
+    if os.path.exists(partial):
+        with open(partial) as f:
+            done = {row["index"]: row for row in map(json.loads, f)}
+    todo = [(i, c, space.path, searched) for i, c in enumerate(configs) if i not in done]
+    print(f"{len(configs)} configs, {len(done)} done; load average {os.getloadavg()}", flush=True)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    with multiprocessing.get_context("spawn").Pool(args.processes) as pool, open(partial, "a") as out:
+        for row in pool.imap_unordered(train_one, todo):
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            done[row["index"]] = row
+            print(f"{len(done)}/{len(configs)} f1 {row['curves'][space.primary[0]][-1]:.3f} "
+                  f"{time.perf_counter() - t0:.0f} s, load {row['load']:.1f}", flush=True)
+    table = {
+        "space": os.path.relpath(space.path), "command": " ".join(["python", *sys.argv]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": f"{platform.node()}, "
+        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+        "objectives": space.objectives, "constants": {k: v for k, v in constants.items() if k not in searched},
+        "choices": {k: sorted(v) for k, v in choices.items()},
+        "rows": [done[i] for i in sorted(done)],
+    }
+    with open(args.output, "w") as f:
+        json.dump(table, f, separators=(",", ":"))
+    print(f"wrote {args.output}: {len(done)} rows; this run {time.perf_counter() - t0:.0f} s wall; "
+          f"load average {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Replay searches against the tabular benchmark: no training, the table's curves answer every epoch.
+
+    $ uv run python scripts/bench_tabular_replay.py benchmarks/multitask_table.json --seeds 20
+
+Each search is the engine's own objects, driven as Ray Tune's controller drives them: the searcher is
+search.searcher.ResumableOptunaSearch over search.sampling.SpaceSampler with the Optuna sampler of
+make_sampler (so a trial the scheduler stopped is told to Optuna as PRUNED), and the scheduler is
+make_scheduler's (Ray's FIFOScheduler and AsyncHyperBandScheduler, or search.moasha.MultiObjectiveASHA), called
+with stub Ray Trials. --concurrency trials run at once, each epoch one unit of time; compute is counted in
+trial-epochs. A config the sampler proposes is answered by the table's nearest row (searched keys: a
+categorical mismatch counts 1, a numeric difference its share of the key's range in the table), so a small
+table answers many configs with one row.
+
+Figures, over --seeds seeds (median and interquartile range):
+- trial-epochs until a trial that ran its whole budget ends within --tolerance of the table's best final
+  primary objective (runs that never do within --budget are counted as not found);
+- Kégl's normalised score at each budget share: (m - r) / (b - r), where m and r are the medians over seeds
+  of the best final primary value found by the method and by random search + FIFO, and b the table's best
+  (0 = random search, 1 = the table's best);
+- the hypervolume of the Pareto front of the trials that ran their whole budget (objectives scaled to the
+  table's range, reference point its worst), as a share of the whole table's, at each budget share.
+The speed objective is by default a load-free stand-in, images per GFLOP of training (the table's FLOPs
+per image); --speed measured uses the throughput measured when the table was built.
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+SETUPS = (("random", "fifo"), ("random", "asha"), ("tpe", "fifo"), ("tpe", "asha"), ("tpe", "moasha"),
+          ("random", "moasha"))
+SHARES = (0.25, 0.5, 1.0)
+
+
+class Table:
+    """The benchmark's rows as arrays: final objectives, per-epoch curves, and the nearest-row lookup."""
+
+    def __init__(self, table: dict, speed: str):
+        self.objectives, self.rows, self.constants = table["objectives"], table["rows"], table["constants"]
+        self.primary, *_ = self.objectives
+        self.keys = sorted(self.rows[0]["params"])
+        self.epochs = len(self.rows[0]["curves"][self.primary])
+        speed_key = list(self.objectives)[1] if len(self.objectives) > 1 else None
+        self.curves = {}
+        for metric in self.objectives:
+            if metric == speed_key and speed == "flops":
+                self.curves[metric] = np.array([[1e9 / r["train_flops_per_image"]] * self.epochs for r in self.rows])
+            else:
+                self.curves[metric] = np.array([r["curves"][metric] for r in self.rows], dtype=float)
+        self.signs = np.array([1.0 if mode == "max" else -1.0 for mode in self.objectives.values()])
+        self.finals = np.stack([self.curves[m][:, -1] for m in self.objectives], axis=1) * self.signs  # maximised
+        self.low, self.high = self.finals.min(axis=0), self.finals.max(axis=0)
+        self.best = self.finals[:, 0].max()
+        self.full_hv = self.hypervolume(self.finals)
+        values = {k: [r["params"][k] for r in self.rows] for k in self.keys}
+        self.numeric = {k: np.array(v, float) for k, v in values.items() if all(isinstance(x, (int, float)) for x in v)}
+        self.categorical = {k: np.array(v, object) for k, v in values.items() if k not in self.numeric}
+
+    def nearest(self, config: dict) -> int:
+        distance = np.zeros(len(self.rows))
+        for key, column in self.numeric.items():
+            span = column.max() - column.min()
+            distance += np.abs(column - config[key]) / span if span else 0.0
+        for key, column in self.categorical.items():
+            distance += column != config[key]
+        return int(np.argmin(distance))
+
+    def hypervolume(self, points: np.ndarray) -> float:
+        """Hypervolume of maximised points scaled to the table's range, against its worst corner."""
+        from optuna._hypervolume import compute_hypervolume
+
+        if not len(points):
+            return 0.0
+        scaled = (points - self.low) / np.where(self.high > self.low, self.high - self.low, 1.0)
+        return compute_hypervolume(-scaled, np.zeros(len(self.low)))
+
+
+def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurrency: int, budget: int) -> dict:
+    """One search: the trial-epochs at which each trial that ran its whole budget ended, with its row."""
+    import optuna
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from search.sampling import SpaceSampler, make_sampler
+    from search.searcher import ResumableOptunaSearch
+    from search.trials import make_scheduler
+    from trainables.registry import flat_config
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    constants = {**space.defaults, **table.constants}
+    metrics, modes = list(table.objectives), list(table.objectives.values())
+    searcher = ResumableOptunaSearch(space=SpaceSampler(space, constants, set(table.constants)),
+                                     metric=metrics if len(metrics) > 1 else metrics[0],
+                                     mode=modes if len(modes) > 1 else modes[0],
+                                     sampler=make_sampler(sampler, seed), study_name=f"replay-{seed}")
+    chooser = make_scheduler(scheduler, table.objectives, table.epochs)
+    running, done, spent, count = [], [], 0, 0
+
+    def start(now: int) -> None:
+        nonlocal count
+        trial = Trial("__fake", stub=True, trial_id=f"{count:05d}")
+        count += 1
+        row = table.nearest(flat_config(searcher.suggest(trial.trial_id)))
+        chooser.on_trial_add(None, trial)
+        heapq.heappush(running, (now + 1, trial.trial_id, trial, row, 1))
+
+    for _ in range(concurrency):
+        start(0)
+    while running and spent < budget:
+        now, _, trial, row, epoch = heapq.heappop(running)
+        spent += 1
+        result = {"training_iteration": epoch, "epoch": epoch,
+                  **{m: float(table.curves[m][row, epoch - 1]) for m in table.objectives}}
+        action = chooser.on_trial_result(None, trial, result)
+        if action == TrialScheduler.STOP or epoch == table.epochs:
+            chooser.on_trial_complete(None, trial, result)
+            searcher.on_trial_complete(trial.trial_id, result)
+            if epoch == table.epochs:
+                done.append((spent, row))
+            start(now)
+        else:
+            searcher.on_trial_result(trial.trial_id, result)
+            heapq.heappush(running, (now + 1, trial.trial_id, trial, row, epoch + 1))
+    return {"done": done, "trials": count}
+
+
+def figures(table: Table, runs: list[dict], budget: int, tolerance: float) -> dict:
+    """Per run: trial-epochs to a config within tolerance of the best; best primary and hypervolume by share."""
+    target = table.best - tolerance * abs(table.best)
+    to_target, best, hv = [], {s: [] for s in SHARES}, {s: [] for s in SHARES}
+    for run in runs:
+        hits = [spent for spent, row in run["done"] if table.finals[row, 0] >= target]
+        to_target.append(min(hits) if hits else None)
+        for share in SHARES:
+            rows = [row for spent, row in run["done"] if spent <= share * budget]
+            best[share].append(table.finals[rows, 0].max() if rows else table.low[0])
+            hv[share].append(table.hypervolume(table.finals[rows]) / table.full_hv)
+    return {"to_target": to_target, "best": best, "hv": hv}
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = np.percentile(values, [25, 50, 75])
+    return float(q2), float(q1), float(q3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("table", nargs="?", default="benchmarks/multitask_table.json")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--budget", type=int, help="trial-epochs per search (default: the table's, rows x epochs)")
+    parser.add_argument("--tolerance", type=float, default=0.01)
+    parser.add_argument("--speed", choices=("flops", "measured"), default="flops")
+    parser.add_argument("--setups", default=",".join(f"{a}+{b}" for a, b in SETUPS))
+    parser.add_argument("-o", "--output", help="write the per-seed figures here (JSON)")
+    args = parser.parse_args()
+
+    from search.spacefile import load_space
+
+    with open(args.table) as f:
+        raw = json.load(f)
+    table = Table(raw, args.speed)
+    space = load_space(raw["space"])
+    budget = args.budget or len(table.rows) * table.epochs
+    target = table.best - args.tolerance * abs(table.best)
+    within = int((table.finals[:, 0] >= target).sum())
+    print(f"{args.table}: {len(table.rows)} rows x {table.epochs} epochs; best final {table.primary} "
+          f"{table.signs[0] * table.best:.4f}, {within} rows within {args.tolerance:.0%}; budget {budget} trial-epochs, "
+          f"{args.concurrency} trials at once, {args.seeds} seeds, speed objective: {args.speed}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    t0, out = time.perf_counter(), {}
+    for setup in args.setups.split(","):
+        sampler, scheduler = setup.split("+")
+        runs = [replay(table, space, sampler, scheduler, seed, args.concurrency, budget) for seed in range(args.seeds)]
+        out[setup] = {**figures(table, runs, budget, args.tolerance), "trials": [r["trials"] for r in runs]}
+    base = out.get("random+fifo")
+    print(f"{'setup':14} {'found':>6} {'trial-epochs to 1%: median [IQR]':>34} {'vs random':>9}  "
+          + "  ".join(f"Kégl@{s:.0%}" for s in SHARES) + "  " + "  ".join(f"HV@{s:.0%} [IQR]" for s in SHARES))
+    for setup, fig in out.items():
+        found = [x for x in fig["to_target"] if x is not None]
+        med = quartiles([x if x is not None else budget for x in fig["to_target"]])
+        ratio = (med[0] / quartiles([x if x is not None else budget for x in base["to_target"]])[0]) if base else float("nan")
+        kegl = []
+        for share in SHARES:
+            r, m = (statistics.median(base["best"][share]) if base else float("nan")), statistics.median(fig["best"][share])
+            kegl.append((m - r) / (table.best - r) if table.best != r else float("nan"))
+        hv = ["{:.3f} [{:.3f}-{:.3f}]".format(*quartiles(fig["hv"][s])) for s in SHARES]
+        print(f"{setup:14} {len(found):>3}/{len(fig['to_target']):<2} {med[0]:>12.0f} [{med[1]:.0f}-{med[2]:.0f}]"
+              f"{'':>12} {ratio:>9.2f}  " + "  ".join(f"{k:>8.2f}" for k in kegl) + "  " + "  ".join(hv))
+    print(f"({time.perf_counter() - t0:.0f} s; not found counted as the budget, {budget})")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump({"args": vars(args), "budget": budget, "figures": out}, f, default=float)
+
+
+if __name__ == "__main__":
+    main()
