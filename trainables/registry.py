@@ -191,11 +191,12 @@ class TrainableSpec:
 
     def function(self) -> Callable[[dict], None]:
         """The function trainable Ray runs: it imports the trainable (and torch) only inside the worker
-        and hands it the config flat; the one place where Ray's nested config is flattened."""
-        load = self.load
+        and hands it the config flat; the one place where Ray's nested config is flattened. A key the
+        config lacks (a trial saved by a version before the key existed, resumed) takes its default."""
+        load, defaults = self.load, self.defaults
 
         def train(config: dict) -> None:
-            load()(flat_config(config))
+            load()({**defaults, **flat_config(config)})
 
         train.__name__ = self.name
         return train
