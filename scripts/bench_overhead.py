@@ -18,7 +18,6 @@ load average is printed: on a busy machine the figures say little; rerun on an i
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import statistics
@@ -27,6 +26,7 @@ import sys
 import time
 
 from bench_tabular_build import train_in_process
+from space_args import space_parser
 
 
 def run_tune(args, name: str) -> tuple[float, float]:
@@ -64,10 +64,7 @@ def loop_one(job: tuple[dict, str]) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("space")
-    parser.add_argument("--smoke-test", action="store_true")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser = space_parser(__doc__)
     parser.add_argument("--num-samples", type=int, default=4)
     parser.add_argument("--processes", type=int, default=os.cpu_count(), help="the loop's; tune-run's trials at once")
     parser.add_argument("--nice", type=int, default=15, help="the loop's niceness; Ray runs its trial workers at 15")

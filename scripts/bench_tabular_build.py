@@ -13,12 +13,13 @@ stand-ins for the throughput objective, which a busy machine makes noisy.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import sys
 import time
+
+from space_args import pinned, space_parser
 
 KEPT = ("val/loss", "val/dice", "perf/epoch_s", "perf/train_images_per_s")  # kept beside the objectives
 
@@ -73,10 +74,7 @@ def train_flops(cfg: dict) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("space")
-    parser.add_argument("--smoke-test", action="store_true")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser = space_parser(__doc__)
     parser.add_argument("--configs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--processes", type=int, default=2)
@@ -85,12 +83,11 @@ def main() -> None:
 
     import multiprocessing
 
-    from search.overrides import parse_sets
     from search.preflight import sample_configs
     from search.spacefile import load_space
 
     space = load_space(args.space)
-    pins = {**(space.smoke if args.smoke_test else {}), **parse_sets(args.set, space.defaults)}
+    pins = pinned(space, args)
     constants = {**space.defaults, "train/seed": args.seed, **pins}
     configs, choices = sample_configs(space, constants, set(pins), n=4 * args.configs, seed=args.seed)
     searched = sorted(choices.keys() | {k for c in configs for k in c if c[k] != constants.get(k)})

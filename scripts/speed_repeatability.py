@@ -11,11 +11,12 @@ change the numbers, so compare runs on an idle machine.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
 import time
+
+from space_args import pinned, space_parser
 
 METRICS = ("perf/train_images_per_s", "perf/loader_images_per_s", "perf/epoch_s", "perf/train_total_s",
            "perf/peak_mem_mb")
@@ -36,10 +37,7 @@ def run_once(spec, config: dict, cpus: float, gpus: float, storage: str, name: s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("space")
-    parser.add_argument("--smoke-test", action="store_true")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser = space_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--cpus", type=float, default=1.0)
     parser.add_argument("--gpus", type=float, default=0.0)
@@ -48,12 +46,10 @@ def main() -> None:
 
     import ray
 
-    from search.overrides import parse_sets
     from search.spacefile import load_space
 
     space = load_space(args.space)
-    config = {**space.defaults, **(space.smoke if args.smoke_test else {}),
-              **parse_sets(args.set, space.defaults)}
+    config = {**space.defaults, **pinned(space, args)}
     ray.init(num_cpus=os.cpu_count(), log_to_driver=False, include_dashboard=False, logging_level="ERROR")
     time.sleep(args.settle)
     print(f"load average before: {os.getloadavg()[0]:.2f}")
