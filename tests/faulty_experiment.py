@@ -212,7 +212,7 @@ def run(work, mlflow_server: str) -> dict:
     mark("killed mid-trial")
 
     fourth = Driver(resume, env, work)  # 4. the faults; killed as soon as the summary begins
-    fourth.wait_for(lambda: "Trials:" in fourth.output, timeout=600)
+    fourth.wait_for(lambda: "Trials:" in fourth.output, timeout=900)
     fourth.kill()
     mark("killed during the summary")
     seen["summary_killed"] = fourth.output
