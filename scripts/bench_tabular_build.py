@@ -5,9 +5,10 @@
 
 Configs are drawn as preflight draws them (Optuna's random sampler over space(), with the SMOKE keys and the
 --set overrides pinned), deduplicated, and each is trained in-process by the space's trainable (one torch
-thread per process, no Ray, no checkpoint files: the loop's report is captured). Rows are appended to
-<output>.jsonl as they finish, so an interrupted build resumes where it stopped; the table (<output>) is
-written from them at the end. Besides the space's objectives, each epoch keeps the CPU seconds of the
+thread per process, no Ray, no checkpoint files: the loop's report is captured). A rerun with the same
+arguments trains only the rows the table (<output>) lacks: a larger --configs extends it. Rows are also
+appended to <output>l as they finish, so an interrupted build resumes where it stopped; the table is
+written at the end and that file removed. Besides the space's objectives, each epoch keeps the CPU seconds of the
 process and each row the training FLOPs per image (forward + backward, torch's FlopCounterMode): load-free
 stand-ins for the throughput objective, which a busy machine makes noisy.
 """
@@ -96,9 +97,12 @@ def main() -> None:
 
     partial = args.output + "l"
     done = {}
-    if os.path.exists(partial):
+    if os.path.exists(args.output):  # the table so far
+        with open(args.output) as f:
+            done = {row["index"]: row for row in json.load(f)["rows"]}
+    if os.path.exists(partial):  # the rows of an interrupted build
         with open(partial) as f:
-            done = {row["index"]: row for row in map(json.loads, f)}
+            done.update({row["index"]: row for row in map(json.loads, f)})
     todo = [(i, c, space.path, searched) for i, c in enumerate(configs) if i not in done]
     print(f"{len(configs)} configs, {len(done)} done; load average {os.getloadavg()}", flush=True)
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -119,6 +123,7 @@ def main() -> None:
     }
     with open(args.output, "w") as f:
         json.dump(table, f, separators=(",", ":"))
+    os.remove(partial)
     print(f"wrote {args.output}: {len(done)} rows; this run {time.perf_counter() - t0:.0f} s wall; "
           f"load average {os.getloadavg()}")
 
