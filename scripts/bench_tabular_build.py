@@ -27,8 +27,11 @@ KEPT = ("val/loss", "val/dice", "perf/epoch_s", "perf/train_images_per_s")  # ke
 
 def train_in_process(cfg: dict, space_path: str) -> list[dict]:
     """Train flat config `cfg` with the space's trainable in this process (one torch thread, no Ray, no
-    checkpoint written, the loop's report captured); each epoch's metrics with its CPU and wall seconds and
-    the time it ended ("at", seconds since the epoch)."""
+    checkpoint written, the loop's report captured; the last epoch's pictures drawn, as a trial draws
+    them); each epoch's metrics with its CPU and wall seconds and the time it ended ("at", seconds since
+    the epoch)."""
+    import tempfile
+
     import torch
 
     import trainables.loop as loop
@@ -37,7 +40,10 @@ def train_in_process(cfg: dict, space_path: str) -> list[dict]:
     torch.set_num_threads(1)
     epochs, started = [], [time.process_time(), time.perf_counter()]
 
-    def capture(metrics: dict, state: dict) -> None:
+    def capture(metrics: dict, state: dict, artifacts=None) -> None:
+        if artifacts:
+            with tempfile.TemporaryDirectory() as folder:
+                artifacts(folder)
         now = [time.process_time(), time.perf_counter()]
         epochs.append({**metrics, "cpu_s": now[0] - started[0], "wall_s": now[1] - started[1], "at": time.time()})
         started[:] = now
