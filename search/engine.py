@@ -61,6 +61,7 @@ def run(exp: Experiment, home: str, resume: bool = False, address: str | None = 
                          + ("" if done else f" of the {sum(rounds)} it is running")
                          + f"; ask for {least} or more, not {exp.trials.num_samples}.")
     configs, choices = exp.trials.checked()
+    trials_to_run = not (done and exp.trials.num_samples <= max(sum(rounds), made))
     from search.preflight import fingerprint, preflight
 
     with startup_lines():
@@ -72,31 +73,55 @@ def run(exp: Experiment, home: str, resume: bool = False, address: str | None = 
 
         from mlflow import MlflowClient
 
-        from mlflow_server.server import configure_client, ensure_server
         from mlflow_server.tracker import get_or_create_parent_run
 
-        configure_client()
-        uri = ensure_server(home)
-    client = MlflowClient(uri)
-    parent = get_or_create_parent_run(client, exp.name, tags)
-    client.log_param(parent, "objectives", json.dumps(exp.objectives))  # idempotent on resume
-    client.log_dict(parent, {"settings": exp.settings, **exp.trials.record()}, "experiment.json")
+        uri = start_services(home, address, trials_to_run)
+    import ray
 
-    if done and exp.trials.num_samples <= max(sum(rounds), made):
-        print(f"Experiment {exp.name!r} already ran its search; its summary again:", flush=True)
-    else:
-        n = exp.trials.num_samples
-        more = f" ({made} made, {n - made} more)" if made else ""
-        print(f"Experiment {exp.name!r}: {n} trial{'s' * (n != 1)}{more} of {exp.trainable.name} from "
-              f"{exp.source}; tracking at {uri}", flush=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(state.search_done)  # a finished search asked for more trials
-        if not run_trials(exp, state, rounds, address, uri, parent, tags):
-            hint = f" Continue it with: {exp.resume_command}" if exp.resume_command else ""
-            print(f"\nExperiment {exp.name!r} was interrupted; its state is saved.{hint}", flush=True)
-            return Outcome(130, [])
-        open(state.search_done, "w").close()
+    try:
+        client = MlflowClient(uri)
+        parent = get_or_create_parent_run(client, exp.name, tags)
+        client.log_param(parent, "objectives", json.dumps(exp.objectives))  # idempotent on resume
+        client.log_dict(parent, {"settings": exp.settings, **exp.trials.record()}, "experiment.json")
+        if not trials_to_run:
+            print(f"Experiment {exp.name!r} already ran its search; its summary again:", flush=True)
+        else:
+            n = exp.trials.num_samples
+            more = f" ({made} made, {n - made} more)" if made else ""
+            print(f"Experiment {exp.name!r}: {n} trial{'s' * (n != 1)}{more} of {exp.trainable.name} from "
+                  f"{exp.source}; tracking at {uri}", flush=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(state.search_done)  # a finished search asked for more trials
+            if not run_trials(exp, state, rounds, uri, parent, tags):
+                hint = f" Continue it with: {exp.resume_command}" if exp.resume_command else ""
+                print(f"\nExperiment {exp.name!r} was interrupted; its state is saved.{hint}", flush=True)
+                return Outcome(130, [])
+            open(state.search_done, "w").close()
+    finally:
+        ray.shutdown()  # before the summary: it needs the trials' records only
     return summarize(client, exp, state, parent, tags)
+
+
+def start_services(home: str, address: str | None, with_ray: bool) -> str:
+    """Start (or reuse) the tracking server and, when trials will run, Ray, side by side: the server's
+    start, mostly waiting for its process to answer, in a thread while Ray starts in this one (ray.init
+    belongs to the main thread). The server's URI; Ray is shut down again if the server fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ray
+
+    from mlflow_server.server import configure_client, ensure_server
+
+    configure_client()
+    with ThreadPoolExecutor(1) as pool:
+        server = pool.submit(ensure_server, home)
+        try:
+            if with_ray:
+                start_ray(address)
+            return server.result()
+        except BaseException:
+            ray.shutdown()
+            raise
 
 
 def check_state(name: str, state: ExperimentState, resume: bool) -> None:
@@ -116,41 +141,35 @@ def check_state(name: str, state: ExperimentState, resume: bool) -> None:
         )
 
 
-def run_trials(exp: Experiment, state: ExperimentState, rounds: list[int], address: str | None, uri: str,
-               parent: str, tags: dict[str, str]) -> bool:
-    """Start Ray; finish the last round of trials if it was interrupted (restored from its checkpoint),
-    then, when exp.trials.num_samples asks for more trials than the rounds so far, run one more round
-    of the rest: a new Tuner whose searcher continues the same Optuna study, tracked under the same
-    parent run. Then let the trials' source close up.
+def run_trials(exp: Experiment, state: ExperimentState, rounds: list[int], uri: str, parent: str,
+               tags: dict[str, str]) -> bool:
+    """On the Ray cluster started for them, finish the last round of trials if it was interrupted
+    (restored from its checkpoint), then, when exp.trials.num_samples asks for more trials than the
+    rounds so far, run one more round of the rest: a new Tuner whose searcher continues the same
+    Optuna study, tracked under the same parent run. Then let the trials' source close up.
 
     False when the run was interrupted (Ctrl-C) before every trial ended: Ray Tune then saves
     its state and returns, and a resume continues the trials left.
     """
-    import ray
     from ray import tune
 
-    start_ray(address)
-    try:
-        trainable = tune.with_resources(exp.trainable.function(),
-                                        {"cpu": exp.cpus_per_trial, "gpu": exp.gpus_per_trial})
-        last = len(rounds) - 1
-        if rounds and not round_ended(state.round_dir(last), rounds[last], exp.time_budget):
-            # finished and failed trials stay as they are; the others continue from their checkpoints
-            tune.Tuner.restore(state.round_dir(last), trainable=trainable, resume_unfinished=True,
-                               resume_errored=False).fit()
-            if not round_ended(state.round_dir(last), rounds[last], exp.time_budget):
-                return False
-        rest = exp.trials.num_samples - trials_made(state, rounds)
-        if exp.trials.num_samples > sum(rounds) and rest > 0:
-            if rounds:
-                exp.trials.after(exp.name, state.optuna_storage)  # no ask of an earlier round left RUNNING
-            rounds = [*rounds, rest]
-            state.save_rounds(rounds)
-            new_tuner(exp, state, trainable, len(rounds) - 1, rounds[-1], uri, parent, tags).fit()
-            if not round_ended(state.round_dir(len(rounds) - 1), rounds[-1], exp.time_budget):
-                return False
-    finally:
-        ray.shutdown()
+    trainable = tune.with_resources(exp.trainable.function(), {"cpu": exp.cpus_per_trial, "gpu": exp.gpus_per_trial})
+    last = len(rounds) - 1
+    if rounds and not round_ended(state.round_dir(last), rounds[last], exp.time_budget):
+        # finished and failed trials stay as they are; the others continue from their checkpoints
+        tune.Tuner.restore(state.round_dir(last), trainable=trainable, resume_unfinished=True,
+                           resume_errored=False).fit()
+        if not round_ended(state.round_dir(last), rounds[last], exp.time_budget):
+            return False
+    rest = exp.trials.num_samples - trials_made(state, rounds)
+    if exp.trials.num_samples > sum(rounds) and rest > 0:
+        if rounds:
+            exp.trials.after(exp.name, state.optuna_storage)  # no ask of an earlier round left RUNNING
+        rounds = [*rounds, rest]
+        state.save_rounds(rounds)
+        new_tuner(exp, state, trainable, len(rounds) - 1, rounds[-1], uri, parent, tags).fit()
+        if not round_ended(state.round_dir(len(rounds) - 1), rounds[-1], exp.time_budget):
+            return False
     exp.trials.after(exp.name, state.optuna_storage)
     return True
 

@@ -132,6 +132,8 @@ def faulty_and_resumed(tmp_path_factory, mlflow_server):
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 E2E_SAMPLES = 4
+# Smaller than SMOKE: these tests check the pipeline (the README's table of smoke studies shows that SMOKE learns).
+E2E_TINY = ["--set", "data/image_size=32", "--set", "train/bn_reestimate_images=32"]
 
 
 def run_cli(main, *args: str, env: dict, cwd: str) -> str:
@@ -150,7 +152,7 @@ def run_cli(main, *args: str, env: dict, cwd: str) -> str:
 
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory, mlflow_server, ray_address):
-    """`tune-run spaces/multitask.py --smoke-test --name e2e` (E2E_SAMPLES trials) on the session's
+    """`tune-run spaces/multitask.py --smoke-test --name e2e` (E2E_SAMPLES trials, E2E_TINY) on the session's
     Ray cluster and tracking server: its console output, client, parent and trial runs, env and folder."""
     from mlflow import MlflowClient
 
@@ -159,7 +161,7 @@ def e2e(tmp_path_factory, mlflow_server, ray_address):
     work = tmp_path_factory.mktemp("work")
     env = {"MEDTUNE_HOME": str(work / "runs"), "MEDTUNE_CACHE": str(work / "cache"),
            "MLFLOW_TRACKING_URI": mlflow_server, "RAY_ADDRESS": ray_address}
-    out = run_cli(run_main, os.path.join(ROOT, "spaces", "multitask.py"), "--smoke-test",
+    out = run_cli(run_main, os.path.join(ROOT, "spaces", "multitask.py"), "--smoke-test", *E2E_TINY,
                   "--name", "e2e", "--num-samples", str(E2E_SAMPLES), env=env, cwd=str(work))
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("e2e")

@@ -58,7 +58,8 @@ def cluster_run(tmp_path_factory, mlflow_server):
         killer.start()
         args = [os.path.join(ROOT, "spaces", "classification.py"), "--smoke-test", "--name", NAME,
                 "--num-samples", str(SAMPLES), "--scheduler", "fifo", "--max-failures", "1",
-                "--set", "data/image_size=32", "--set", f"train/epochs={EPOCHS}", "--address", cluster.address]
+                "--set", "data/image_size=32", "--set", f"train/epochs={EPOCHS}",
+                "--set", "train/bn_reestimate_images=32", "--address", cluster.address]
         console = io.StringIO()
         started = time.monotonic()
         try:

@@ -107,7 +107,8 @@ ASHA_SPACE = '''"""Three trials, one at a time; the second trains at 128 px, the
 slowest at epoch 1 by far and ASHA (reduction factor 2) stops it there."""
 TRAINABLE = "classification"
 OBJECTIVES = {"perf/train_images_per_s": "max"}
-DEFAULTS = {"model/backbone": "test_resnet", "train/epochs": 2, "train/batch_size": 8}
+DEFAULTS = {"model/backbone": "test_resnet", "train/epochs": 2, "train/batch_size": 8, "data/fraction": 0.25,
+            "train/bn_reestimate_images": 32}
 
 
 def space(trial):

@@ -1,6 +1,6 @@
 """Every space file under spaces/: it loads, 20 configs sampled at random are valid, and one smoke
-trial of it runs on generated data in its layout on a real local Ray cluster (all space files'
-trials in one Tuner, two at a time)."""
+trial of it (smaller still than its SMOKE: TINY) runs on generated data in its layout on a real local
+Ray cluster (all space files' trials in one Tuner, two at a time)."""
 import glob
 import math
 import os
@@ -16,6 +16,10 @@ from trainables.registry import nested_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACES = sorted(p for p in glob.glob(os.path.join(ROOT, "spaces", "*.py")) if not p.endswith("__init__.py"))
 IDS = [os.path.basename(p)[:-3] for p in SPACES]
+# The smoke trials here check that each space's trainable runs in its layout, not that it learns (the README's
+# table of smoke studies does): fewer, smaller images and BatchNorm statistics re-estimated on fewer of them.
+TINY = {"data/image_size": 32, "data/fraction": 0.5, "train/bn_reestimate_images": 32}
+AT_LEAST = {"pan": 128}  # model/arch -> the smallest image it takes (trainables.models)
 
 
 def test_every_study_has_a_space_file():
@@ -48,7 +52,8 @@ def smoke_trials(ray_cluster):
         config = sample_configs(space, settings.constants(space), set(settings.pinned(space)), n=1, seed=3)[0][0]
         # one epoch per training phase: triplet's supervised and embedding phases come before its classifier's
         epochs = 1 + config.get("triplet/supervised_epochs", 0) + config.get("triplet/embedding_epochs", 0)
-        runs[name] = (space, {**config, "train/epochs": epochs})
+        size = max(TINY["data/image_size"], AT_LEAST.get(config.get("model/arch"), 0))
+        runs[name] = (space, {**config, **TINY, "data/image_size": size, "train/epochs": epochs})
     trials = {name: (space.trainable.function(), nested_config(config)) for name, (space, config) in runs.items()}
 
     def smoke_trial(config):  # the trial of one space file: its trainable on its config
