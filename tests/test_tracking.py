@@ -27,6 +27,7 @@ from ray.tune.experiment import Trial
 from mlflow_server.pareto import log_pareto, pareto_figure, pareto_table
 from mlflow_server.selection import eligible, pareto_front
 from mlflow_server.records import TrialRecord, collect_trials
+from mlflow_server import server
 from mlflow_server.server import CLIENT_ENV, configure_client, ensure_server, redact, stop_server
 from mlflow_server.tracker import TrialTracker, get_or_create_parent_run
 
@@ -94,8 +95,9 @@ def test_configured_tracking_uri_is_used_unchanged(mlflow_server, tmp_path, monk
 def test_unreachable_tracking_uri_is_a_prompt_error(tmp_path, monkeypatch):
     dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
+    monkeypatch.setattr(server, "REACH_TIMEOUT_S", 1.0)  # its wait is bounded; the bound's length is a setting
     started = time.monotonic()
-    with pytest.raises(RuntimeError, match=f"server at {dead} .*did not answer"):
+    with pytest.raises(RuntimeError, match=f"server at {dead} .*did not answer within 1 s"):
         ensure_server(home=str(tmp_path))
     with pytest.raises(RuntimeError, match=f"server at {dead} cannot be reached"):
         get_or_create_parent_run(MlflowClient(dead), "never-created", {})
