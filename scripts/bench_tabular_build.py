@@ -111,7 +111,7 @@ def main() -> None:
             done.update({row["index"]: row for row in map(json.loads, f)})
     todo = [(i, c, space.path, searched) for i, c in enumerate(configs) if i not in done]
     print(f"{len(configs)} configs, {len(done)} done; load average {os.getloadavg()}", flush=True)
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    t0 = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.processes) as pool, open(partial, "a") as out:
         for row in pool.imap_unordered(train_one, todo):
             out.write(json.dumps(row) + "\n")
