@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-NAME, SAMPLES, EPOCHS = "crashy", 7, 3
+NAME, SAMPLES, EPOCHS = "crashy", 7, 2
 NAN, BATCH_OF_ONE, OOM, KILLED = 2, 3, 4, 5  # trial numbers of the faults
 UNTOUCHED = 6  # healthy, and never interrupted
 STATUS = {0: "FINISHED", 1: "FINISHED", NAN: "FAILED", BATCH_OF_ONE: "FAILED", OOM: "FAILED",
@@ -28,7 +28,8 @@ METRIC = "val/f1_macro"
 SPACE = '''"""Seven trials; the Optuna trial number picks a healthy config or one a real fault follows from."""
 TRAINABLE = "classification"
 OBJECTIVES = {"val/f1_macro": "max", "perf/train_images_per_s": "max"}
-DEFAULTS = {"model/backbone": "test_resnet", "data/image_size": 32, "train/epochs": %d, "optim/name": "sgd"}
+DEFAULTS = {"model/backbone": "test_resnet", "data/image_size": 32, "train/epochs": %d, "optim/name": "sgd",
+            "data/fraction": 0.25, "train/bn_reestimate_images": 64}  # a few seconds per epoch
 HEALTHY = {"optim/lr": 0.01, "train/batch_size": 8}
 PLAN = {%d: {"optim/lr": 1e12},        # diverges: the loss becomes NaN or inf
         %d: {"train/batch_size": 1}}   # BatchNorm cannot train on a batch of one image
@@ -75,11 +76,26 @@ def with_faults(trainable):
 
 def held(trainable, hold: bool):
     """With hold, a trial from NAN on waits, unrecorded, for its driver to be killed instead of
-    starting, so that the faults play out under one driver, after the kills mid-trial."""
+    starting, so that the faults play out under one driver, after the kills mid-trial; a trial
+    before NAN reports its first epoch, then waits instead of reporting another, so that the kill
+    mid-trial finds it between its first and last epoch however short an epoch is."""
     def train(config):
+        from ray import tune
+
         while hold and config["train"]["seed"] >= NAN:
             time.sleep(1)
-        trainable(config)
+        report = tune.report
+
+        def report_or_wait(metrics, checkpoint=None):
+            while hold and metrics["epoch"] > 1:
+                time.sleep(1)
+            report(metrics, checkpoint=checkpoint)
+
+        tune.report = report_or_wait
+        try:
+            trainable(config)
+        finally:
+            tune.report = report
 
     return train
 
@@ -99,13 +115,14 @@ class Driver:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def wait_for(self, condition, timeout: float = 300) -> None:
-        """Poll condition() until it holds; fail if the driver exits or time runs out first."""
+    def wait_for(self, condition, timeout: float = 300, every: float = 0.05) -> None:
+        """Poll condition() every `every` seconds until it holds; fail if the driver exits or time
+        runs out first."""
         deadline = time.monotonic() + timeout
         while not condition():
             assert self.proc.poll() is None, f"tune-run exited first:\n{self.output[-3000:]}"
             assert time.monotonic() < deadline, f"timed out waiting:\n{self.output[-3000:]}"
-            time.sleep(0.05)
+            time.sleep(every)
 
     def finish(self, timeout: float = 600) -> str:
         assert self.proc.wait(timeout) == 0, f"tune-run failed:\n{self.output[-3000:]}"
@@ -157,7 +174,8 @@ def kill_between_epochs(driver: Driver, client, exp_path: str, condition) -> dic
     kill inside that moment would have the resumed trial redo the epoch and log it again.
     """
     while True:
-        driver.wait_for(lambda: condition({t: len(h) for t, h in epochs_tracked(client).items()}))
+        driver.wait_for(lambda: condition({t: len(h) for t, h in epochs_tracked(client).items()}),
+                        every=0.5)  # each look asks MLflow for every trial's metric history
         driver.proc.send_signal(signal.SIGSTOP)
         time.sleep(0.3)  # a write the driver sent just before has reached the server
         counts = {t: len(h) for t, h in epochs_tracked(client).items()}
@@ -192,35 +210,45 @@ def run(work, mlflow_server: str) -> dict:
     def mark(stage: str) -> None:
         seen["timeline"].append(f"{stage} at {time.monotonic() - started:.0f} s")
 
-    # 1. Ctrl-C as the first trial starts, seconds before any epoch can end: a result in flight
-    # would be logged while its checkpoint is not yet in the state Ray saves as it stops
-    first = Driver(args, env, work, hold=True)
-    first.wait_for(lambda: " started" in first.output)
-    seen["interrupted"] = (first.signal(signal.SIGINT), first.output)
-    mark("interrupted with Ctrl-C")
-    seen["parent"] = client.search_runs([client.get_experiment_by_name(NAME).experiment_id],
-                                        "tags.`medtune.role` = 'parent'")[0].info.run_id
+    drivers = []
 
-    second = Driver(resume, env, work, hold=True)  # 2. killed while the first trials run their first epoch
-    second.wait_for(lambda: " started" in second.output)
-    seen["before_first_end"] = kill_between_epochs(second, client, exp_path, lambda counts: True)
-    mark("killed before the first trial ended")
+    def start(arguments: list[str], hold: bool = False) -> Driver:
+        drivers.append(Driver(arguments, env, work, hold))
+        return drivers[-1]
 
-    third = Driver(resume, env, work, hold=True)  # 3. killed with a trial between its first and last epoch
-    seen["mid_trial"] = kill_between_epochs(third, client, exp_path,
-                                            lambda counts: any(0 < n < EPOCHS for n in counts.values()))
-    mark("killed mid-trial")
+    try:
+        # 1. Ctrl-C as the first trial starts, seconds before any epoch can end: a result in flight
+        # would be logged while its checkpoint is not yet in the state Ray saves as it stops
+        first = start(args, hold=True)
+        first.wait_for(lambda: " started" in first.output)
+        seen["interrupted"] = (first.signal(signal.SIGINT), first.output)
+        mark("interrupted with Ctrl-C")
+        seen["parent"] = client.search_runs([client.get_experiment_by_name(NAME).experiment_id],
+                                            "tags.`medtune.role` = 'parent'")[0].info.run_id
 
-    fourth = Driver(resume, env, work)  # 4. the faults; killed as soon as the summary begins
-    fourth.wait_for(lambda: "Trials:" in fourth.output, timeout=900)
-    fourth.kill()
-    mark("killed during the summary")
-    seen["summary_killed"] = fourth.output
-    seen["parent_after_summary_kill"] = client.get_run(seen["parent"]).info.status
+        second = start(resume, hold=True)  # 2. killed while the first trials run their first epoch
+        second.wait_for(lambda: " started" in second.output)
+        seen["before_first_end"] = kill_between_epochs(second, client, exp_path, lambda counts: True)
+        mark("killed before the first trial ended")
 
-    fifth = Driver(resume, env, work)  # 5. the search is over: its summary only
-    seen["fifth"], seen["code"] = fifth.finish(), fifth.proc.returncode
-    mark("summary printed again")
+        third = start(resume, hold=True)  # 3. killed with a trial between its first and last epoch
+        seen["mid_trial"] = kill_between_epochs(third, client, exp_path,
+                                                lambda counts: any(0 < n < EPOCHS for n in counts.values()))
+        mark("killed mid-trial")
+
+        fourth = start(resume)  # 4. the faults; killed as soon as the summary begins
+        fourth.wait_for(lambda: "Trials:" in fourth.output, timeout=900)
+        fourth.kill()
+        mark("killed during the summary")
+        seen["summary_killed"] = fourth.output
+        seen["parent_after_summary_kill"] = client.get_run(seen["parent"]).info.status
+
+        fifth = start(resume)  # 5. the search is over: its summary only
+        seen["fifth"], seen["code"] = fifth.finish(), fifth.proc.returncode
+        mark("summary printed again")
+    finally:  # a check that failed leaves no driver running (kill() does nothing to one that exited)
+        for driver in drivers:
+            driver.proc.kill()
     experiment = client.get_experiment_by_name(NAME)
     runs = client.search_runs([experiment.experiment_id])
     seen["parents"] = [r for r in runs if r.data.tags.get("medtune.role") == "parent"]
