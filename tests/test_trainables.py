@@ -1,11 +1,13 @@
 """The contract every registered trainable keeps, checked on a real local Ray cluster with tiny models: it
 reports its declared metrics every epoch, respects train/epochs, leaves a checkpoint, is reproducible under
 its seed, and a worker killed mid-trial (SIGKILL) resumes from its checkpoint to exactly the result of an
-uninterrupted run. Both runs of a trainable go through one Tuner, side by side.
+uninterrupted run. The runs of every trainable go through one Tuner, run once for the module, whose workers
+are reused from trial to trial: a fresh worker spends most of a tiny trial's time importing torch.
 
 Each trainable's tiny config is data here, in TINY, keyed by its registry name: it is what makes a trial
-take seconds (test models, 32 px, a fraction of the generated images) and test code is its only user, so it
-stays out of the registry. A registered trainable without one fails test_every_trainable_has_a_tiny_config.
+take seconds (test models, 32 px, an eighth of the generated training images, BatchNorm re-estimated on two
+batches) and test code is its only user, so it stays out of the registry. A registered trainable without one
+fails test_every_trainable_has_a_tiny_config.
 """
 import os
 
@@ -17,9 +19,9 @@ from trainables.registry import TRAINABLES, nested_config
 from trials import entries, recorded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASE = {"data/image_size": 32, "train/epochs": 2, "train/batch_size": 8, "optim/lr": 1e-3, "data/fraction": 0.25,
+BASE = {"data/image_size": 32, "train/epochs": 2, "train/batch_size": 8, "optim/lr": 1e-3, "data/fraction": 0.125,
         "aug/hflip": 0.5, "aug/rotation": 10.0, "model/frozen_layers": 1, "optim/schedule": "cosine",
-        "optim/warmup_epochs": 1}
+        "optim/warmup_epochs": 1, "train/bn_reestimate_images": 16}
 TINY = {
     "classification": {"model/backbone": "test_resnet", "data/workers": 2},  # loader workers in a Ray worker
     "segmentation": {"model/arch": "fpn", "model/encoder": "tu-test_resnet", "loss/seg": "dice_bce",
@@ -41,40 +43,44 @@ def tiny_config(name: str) -> dict:
     return {**TRAINABLES[name].defaults, **BASE, **TINY[name]}
 
 
-def straight_and_killed(name: str, config: dict, kill_epoch: int, log: str, storage: str):
-    """Two trials of config side by side in one Tuner: one uninterrupted, one whose worker is killed after
-    `kill_epoch` and restarted from its checkpoint."""
-    trainable = TRAINABLES[name].function()
-    killed = recorded(trainable, log, kill_after_epoch=kill_epoch)
+def straight_and_killed(configs: dict[str, dict], storage: str) -> dict:
+    """Two trials of each trainable's config, all in one Tuner whose workers are reused from trial to trial:
+    one uninterrupted, one whose worker is killed after half its train/epochs and restarted from its
+    checkpoint, appending the epochs it reports to `<storage>/<name>-epochs.log`.
+    name -> (the straight result, the killed-and-resumed result, the log)."""
+    straight = {name: TRAINABLES[name].function() for name in configs}
+    logs = {name: os.path.join(storage, f"{name}-epochs.log") for name in configs}
+    killed = {name: recorded(straight[name], logs[name], kill_after_epoch=config["train/epochs"] // 2)
+              for name, config in configs.items()}
+    nested = {name: nested_config(config) for name, config in configs.items()}
 
-    def run(config):
-        (killed if config["kill"] else trainable)({k: v for k, v in config.items() if k != "kill"})
+    def trial(config):  # one trainable's straight or killed trial
+        name = config["trainable"]
+        (killed if config["kill"] else straight)[name](nested[name])
 
-    tuner = tune.Tuner(
-        tune.with_resources(run, {"cpu": 1}),
-        param_space={**nested_config(config), "kill": tune.grid_search([False, True])},
-        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
+    results = tune.Tuner(
+        tune.with_resources(trial, {"cpu": 1}),
+        param_space={"trainable": tune.grid_search(sorted(configs)), "kill": tune.grid_search([False, True])},
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(name="contract", storage_path=storage, verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=1)),
-    )
-    results = {result.config["kill"]: result for result in tuner.fit()}
-    for result in results.values():
-        assert result.error is None, result.error
-    return results[False], results[True]
+    ).fit()
+    by_trial = {(result.config["trainable"], result.config["kill"]): result for result in results}
+    return {name: (by_trial[name, False], by_trial[name, True], logs[name]) for name in configs}
 
 
 @pytest.fixture(scope="module")
 def runs(ray_cluster):
     """name -> (its tiny config, the straight result, the killed-and-resumed result, the epochs it logged),
-    each trainable run once for the module."""
-    done = {}
+    every trainable's trials run once for the module, in one Tuner."""
+    configs = {name: tiny_config(name) for name in sorted(TRAINABLES)}
+    trials = straight_and_killed(configs, ray_cluster)
 
     def run(name: str):
-        if name not in done:
-            config = tiny_config(name)
-            log = os.path.join(ray_cluster, f"{name}-epochs.log")
-            straight, resumed = straight_and_killed(name, config, config["train/epochs"] // 2, log, ray_cluster)
-            done[name] = config, straight, resumed, [str(e["epoch"]) for e in entries(log) if e["event"] == "report"]
-        return done[name]
+        straight, resumed, log = trials[name]
+        for result in (straight, resumed):
+            assert result.error is None, result.error
+        return configs[name], straight, resumed, [str(e["epoch"]) for e in entries(log) if e["event"] == "report"]
 
     return run
 
@@ -99,8 +105,9 @@ def test_trainable_contract(runs, name):
     # killed after the middle epoch; the restarted worker continued at the next one
     assert logged == [str(e) for e in epochs]
     for metric in spec.metrics:
-        if metric.startswith("val/"):  # same seed, same checkpoint: the same model; the two trials ran in
-            # separate processes, the killed one restarted in a third, so this is reproducibility under the seed too
+        if metric.startswith("val/"):  # same seed, same checkpoint: the same model; the killed trial restarted in
+            # another process, and reused workers ran other trials before, so this is reproducibility under the seed
+            # too, and no trial leaves state behind for the next in its worker
             assert resumed.metrics[metric] == pytest.approx(straight.metrics[metric], abs=1e-6), metric
     if config["eval/test"]:  # the held-out test split, at the last epoch, inside its interval, killed or not
         final = straight.metrics
