@@ -1,6 +1,7 @@
-"""Shared fixtures: one real MLflow tracking server and one local Ray cluster for the whole test
-session, the faulty, crashed and resumed experiment two test files check, the smoke search and its
-re-training that tests/test_end_to_end.py checks and tests/test_browser.py views, and the browser."""
+"""Shared fixtures: one real MLflow tracking server for the whole test session, a local Ray cluster
+per module for the modules that build their own Tuners, the faulty, crashed and resumed experiment
+two test files check, the smoke search and its re-training that tests/test_end_to_end.py checks and
+tests/test_browser.py views, and the browser."""
 
 import contextlib
 import io
@@ -86,34 +87,13 @@ def fault_log(request):
     return record
 
 
-@pytest.fixture(scope="session")
-def ray_address(tmp_path_factory):
-    """Address of a real local Ray cluster (one head node, 2 CPUs) shared by the whole session.
-
-    Its processes run beside pytest, so a test connects as one more driver (a fraction of a
-    second) instead of starting Ray (several seconds each time), and the engine can run an
-    experiment on it the way `tune-run --address` does. Its workers share one MEDTUNE_CACHE of
-    the session, never the home one. Tests that kill or restart Ray (driver kills, a node's
-    death) start their own.
-    """
-    from ray.cluster_utils import Cluster
-
-    with pytest.MonkeyPatch.context() as patch:  # the node's processes inherit the environment
-        patch.setenv("MEDTUNE_CACHE", str(tmp_path_factory.mktemp("ray_cache")))
-        patch.delenv("RAY_ADDRESS", raising=False)
-        cluster = Cluster(initialize_head=True, connect=False,
-                          head_node_args={"num_cpus": 2, "include_dashboard": False})
-    yield cluster.address
-    cluster.shutdown()
-
-
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """A local Ray cluster (2 CPUs) of this test process for one test module, for the modules that
-    build their own Tuners; yields a folder for Ray Tune results. A module of its own: in a full
-    run, Tuners of later modules on the session's cluster (ray_address) saw their trials' actors
-    cancelled before they started, while the engine's runs on it (tests/test_end_to_end.py,
-    tests/test_ablate.py) were unaffected."""
+    build their own Tuners; yields a folder for Ray Tune results. The engine's experiments in this
+    process (tests/test_end_to_end.py, tests/test_console.py, tests/test_ablate.py) start their own,
+    as `tune-run` does: a cluster kept for the session and connected to by one driver after another
+    saw the trials of later drivers cancelled before they started ("The actor never ran")."""
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -151,16 +131,17 @@ def run_cli(main, *args: str, env: dict, cwd: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def e2e(tmp_path_factory, mlflow_server, ray_address):
-    """`tune-run spaces/multitask.py --smoke-test --name e2e` (E2E_SAMPLES trials, E2E_TINY) on the session's
-    Ray cluster and tracking server: its console output, client, parent and trial runs, env and folder."""
+def e2e(tmp_path_factory, mlflow_server):
+    """`tune-run spaces/multitask.py --smoke-test --name e2e` (E2E_SAMPLES trials, E2E_TINY) on a local Ray
+    cluster of its own and the session's tracking server: its console output, client, parent and trial
+    runs, env and folder."""
     from mlflow import MlflowClient
 
     from search.cli import run_main
 
     work = tmp_path_factory.mktemp("work")
     env = {"MEDTUNE_HOME": str(work / "runs"), "MEDTUNE_CACHE": str(work / "cache"),
-           "MLFLOW_TRACKING_URI": mlflow_server, "RAY_ADDRESS": ray_address}
+           "MLFLOW_TRACKING_URI": mlflow_server}
     out = run_cli(run_main, os.path.join(ROOT, "spaces", "multitask.py"), "--smoke-test", *E2E_TINY,
                   "--name", "e2e", "--num-samples", str(E2E_SAMPLES), env=env, cwd=str(work))
     client = MlflowClient(mlflow_server)
@@ -234,9 +215,9 @@ def screenshots(tmp_path_factory, request):
 # ones do not end up last on one worker while the other idles.
 SHARED_UNITS = {"test_faults": "faulty_and_resumed", "test_resume": "faulty_and_resumed",
                 "test_end_to_end": "e2e", "test_browser": "e2e", "test_console": "e2e"}
-HEAVIEST_FIRST = ["e2e", "faulty_and_resumed", "test_spaces", "test_trainables", "test_ablate",
-                  "test_tracking_outage", "test_tracking", "test_optuna_states", "test_cluster", "test_engine",
-                  "test_postgres", "test_tracking_concurrency", "test_zeroshot", "test_figures"]
+HEAVIEST_FIRST = ["e2e", "faulty_and_resumed", "test_trainables", "test_spaces", "test_ablate", "test_tracking_outage",
+                  "test_cluster", "test_tracking", "test_zeroshot", "test_engine", "test_postgres", "test_optuna_states",
+                  "test_figures", "test_tracking_concurrency", "test_moasha"]
 
 
 def unit(path: str) -> str:

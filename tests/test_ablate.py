@@ -69,7 +69,7 @@ def test_bad_ablation_input_is_one_clear_error_before_any_run(case, home, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def smoke(ray_address, mlflow_server, tmp_path_factory):
+def smoke(mlflow_server, tmp_path_factory):
     """One factor (data/fraction 0.5, and 1.0 = the baseline's own) on 2 seeds: 4 runs."""
     tmp = tmp_path_factory.mktemp("ablate")
     with pytest.MonkeyPatch.context() as patch:
@@ -79,10 +79,10 @@ def smoke(ray_address, mlflow_server, tmp_path_factory):
         with pytest.MonkeyPatch.context() as stdout:
             stdout.setattr("sys.stdout", out)
             code = ablate_main([exported(tmp), "--factor", "data/fraction=0.5,1.0", "--seeds", "2", "--name",
-                                "ablate-smoke", "--address", ray_address])
+                                "ablate-smoke"])
             resumed_out = io.StringIO()
             stdout.setattr("sys.stdout", resumed_out)
-            resumed = ablate_main(["--name", "ablate-smoke", "--resume", "--address", ray_address])
+            resumed = ablate_main(["--name", "ablate-smoke", "--resume"])
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("ablate-smoke")
     runs = client.search_runs([experiment.experiment_id])

@@ -53,12 +53,12 @@ def test_tune_ui_stop_says_which_server_it_stopped(tmp_path, monkeypatch, capsys
 
 
 @pytest.fixture(scope="module")
-def extended(tmp_path_factory, mlflow_server, ray_address):
+def extended(tmp_path_factory, mlflow_server):
     """A 2-trial search (tiny classification), then --resume --num-samples 3: each command's console
     output."""
     work = tmp_path_factory.mktemp("console")
     env = {"MEDTUNE_HOME": str(work / "runs"), "MEDTUNE_CACHE": str(work / "cache"),
-           "MLFLOW_TRACKING_URI": mlflow_server, "RAY_ADDRESS": ray_address}
+           "MLFLOW_TRACKING_URI": mlflow_server}
     space = os.path.join(ROOT, "spaces", "classification.py")
     first = run_cli(run_main, space, *TINY, "--name", "console", "--num-samples", "2", env=env, cwd=str(work))
     more = run_cli(run_main, space, "--name", "console", "--resume", "--num-samples", "3", env=env, cwd=str(work))
@@ -73,7 +73,7 @@ def test_the_start_says_what_it_is_doing_one_line_each(extended):
     assert any(line.startswith("Data: generating the synthetic covid_radiography set in") for line in before)
     assert any(re.match(r"Data: decoding \d+ images of .* at 32 px into the node cache", line) for line in before)
     assert any(line.startswith("Tracking: the MLflow server at http://") for line in before)
-    assert any(line.startswith("Ray: connecting to the cluster at ") for line in before)  # beside the tracking server
+    assert any(line.startswith("Ray: starting a local cluster over ") for line in before)  # beside the tracking server
     assert "started" in lines[experiment + 1]  # nothing else before the first trial starts
     again = extended["more"].splitlines()  # the data decoded once, then read from the node cache
     assert any(re.match(r"Data: \d+ images of .* decoded at 32 px, from the node cache", line) for line in again)
