@@ -1,7 +1,7 @@
 """Frozen layers: the step time of one backbone with 0, 1/4, 1/2 and 3/4 of its groups frozen, against the bound.
 
     $ uv run python scripts/bench_frozen.py                          # resnet18, 128 px, batch 16, 1 thread
-    $ uv run python scripts/bench_frozen.py --steps 30 --rounds 3    # about 2 minutes on an idle 2-CPU machine
+    $ uv run python scripts/bench_frozen.py --steps 30 --rounds 3    # about 15 minutes on an idle 2-CPU machine (1.2-2.6 s a step)
     $ uv run python scripts/bench_frozen.py --backbone convnext_tiny --threads 2
 
 The classifier is built and frozen by the project's own functions (trainables.models.create_classifier,
