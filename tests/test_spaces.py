@@ -19,7 +19,21 @@ IDS = [os.path.basename(p)[:-3] for p in SPACES]
 # The smoke trials here check that each space's trainable runs in its layout, not that it learns (the README's
 # table of smoke studies does): fewer, smaller images and BatchNorm statistics re-estimated on fewer of them.
 TINY = {"data/image_size": 32, "data/fraction": 0.5, "train/bn_reestimate_images": 32}
-AT_LEAST = {"pan": 128}  # model/arch -> the smallest image it takes (trainables.models)
+
+
+def smallest_size(config: dict, trainable: str) -> int:
+    """TINY's image size, doubled until the config's model takes it (e.g. PAN: 128 px) as the driver's model
+    check (trainables.models.check_model_config) decides, at most the config's own size."""
+    from trainables.models import check_model_config
+
+    size = TINY["data/image_size"]
+    while size < config["data/image_size"]:
+        try:
+            check_model_config({**config, "data/image_size": size}, trainable)
+            break
+        except ValueError:
+            size *= 2
+    return min(size, config["data/image_size"])
 
 
 def test_every_study_has_a_space_file():
@@ -52,7 +66,7 @@ def smoke_trials(ray_cluster):
         config = sample_configs(space, settings.constants(space), set(settings.pinned(space)), n=1, seed=3)[0][0]
         # one epoch per training phase: triplet's supervised and embedding phases come before its classifier's
         epochs = 1 + config.get("triplet/supervised_epochs", 0) + config.get("triplet/embedding_epochs", 0)
-        size = max(TINY["data/image_size"], AT_LEAST.get(config.get("model/arch"), 0))
+        size = smallest_size(config, space.trainable.name)
         runs[name] = (space, {**config, **TINY, "data/image_size": size, "train/epochs": epochs})
     trials = {name: (space.trainable.function(), nested_config(config)) for name, (space, config) in runs.items()}
 
