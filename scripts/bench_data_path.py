@@ -2,7 +2,7 @@
 with concurrent trials, and decoding once against decoding every epoch.
 
     $ uv run python scripts/bench_data_path.py                       # synthetic 299-px X-rays, resnet18 at 128 px
-    $ uv run python scripts/bench_data_path.py --steps 40 --rounds 2 --per-class 250   # about 2 minutes, idle 2 CPUs
+    $ uv run python scripts/bench_data_path.py --per-class 100 --steps 12 --rounds 2   # about 5 minutes, idle 2 CPUs
     $ uv run python scripts/bench_data_path.py --data /data/COVID-19_Radiography_Dataset --image-size 224
 
 The data is a root in the covid_radiography layout (--data), or a synthetic one written once by the project's
