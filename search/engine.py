@@ -75,7 +75,8 @@ def run(exp: Experiment, home: str, resume: bool = False, address: str | None = 
 
         from mlflow_server.tracker import get_or_create_parent_run
 
-        uri = start_services(home, address, trials_to_run)
+        uri = start_services(home, address, trials_to_run,
+                             lambda: exp.trials.prepare(state.optuna_storage) if trials_to_run else None)
     import ray
 
     try:
@@ -102,10 +103,11 @@ def run(exp: Experiment, home: str, resume: bool = False, address: str | None = 
     return summarize(client, exp, state, parent, tags)
 
 
-def start_services(home: str, address: str | None, with_ray: bool) -> str:
+def start_services(home: str, address: str | None, with_ray: bool, prepare=lambda: None) -> str:
     """Start (or reuse) the tracking server and, when trials will run, Ray, side by side: the server's
-    start, mostly waiting for its process to answer, in a thread while Ray starts in this one (ray.init
-    belongs to the main thread). The server's URI; Ray is shut down again if the server fails."""
+    start, mostly waiting for its process to answer, and prepare() (the trials' own slow set-up) in
+    threads while Ray starts in this one (ray.init belongs to the main thread). The server's URI; Ray
+    is shut down again if either fails."""
     from concurrent.futures import ThreadPoolExecutor
 
     import ray
@@ -113,11 +115,12 @@ def start_services(home: str, address: str | None, with_ray: bool) -> str:
     from mlflow_server.server import configure_client, ensure_server
 
     configure_client()
-    with ThreadPoolExecutor(1) as pool:
-        server = pool.submit(ensure_server, home)
+    with ThreadPoolExecutor(2) as pool:
+        server, prepared = pool.submit(ensure_server, home), pool.submit(prepare)
         try:
             if with_ray:
                 start_ray(address)
+            prepared.result()
             return server.result()
         except BaseException:
             ray.shutdown()

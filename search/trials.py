@@ -8,30 +8,41 @@ from dataclasses import dataclass, field
 from search.errors import UsageError
 from search.spacefile import Space
 
-# --scheduler name -> Ray Tune's scheduler name and its parameters besides metric, mode and max_t
-# (tune.create_scheduler passes each scheduler only the parameters it takes); "moasha" is ours (search.moasha).
+
+def ray_scheduler(ray_name: str, **params):
+    """A factory of Ray Tune's scheduler `ray_name` on the first objective (tune.create_scheduler passes
+    each scheduler only the parameters it takes)."""
+    def make(objectives: dict[str, str], max_t: int):
+        from ray import tune
+
+        metric, mode = next(iter(objectives.items()))
+        return tune.create_scheduler(ray_name, metric=metric, mode=mode, max_t=max_t, **params)
+
+    return make
+
+
+def moasha(objectives: dict[str, str], max_t: int):
+    """Our multi-objective ASHA (search.moasha), on every objective."""
+    from search.moasha import MultiObjectiveASHA
+
+    return MultiObjectiveASHA(list(objectives), list(objectives.values()), max_t, grace_period=1, reduction_factor=2)
+
+
+# --scheduler name -> factory(objectives, max_t)
 SCHEDULERS = {
-    "asha": ("async_hyperband", {"grace_period": 1, "reduction_factor": 2}),
-    "moasha": ("moasha", {"grace_period": 1, "reduction_factor": 2}),
-    "fifo": ("fifo", {}),
-    "median": ("median_stopping_rule", {"grace_period": 1}),
-    "hyperband": ("hyperband", {}),
+    "asha": ray_scheduler("async_hyperband", grace_period=1, reduction_factor=2),
+    "moasha": moasha,
+    "fifo": ray_scheduler("fifo"),
+    "median": ray_scheduler("median_stopping_rule", grace_period=1),
+    "hyperband": ray_scheduler("hyperband"),
 }
 
 
 def make_scheduler(name: str, objectives: dict[str, str], max_t: int):
     """The scheduler `name` on the first objective, or on all of them (moasha)."""
-    from ray import tune
-
     if name not in SCHEDULERS:
         raise UsageError(f"Unknown scheduler {name!r}; accepted: {', '.join(SCHEDULERS)}.")
-    ray_name, params = SCHEDULERS[name]
-    if ray_name == "moasha":
-        from search.moasha import MultiObjectiveASHA
-
-        return MultiObjectiveASHA(list(objectives), list(objectives.values()), max_t, **params)
-    metric, mode = next(iter(objectives.items()))
-    return tune.create_scheduler(ray_name, metric=metric, mode=mode, max_t=max_t, **params)
+    return SCHEDULERS[name](objectives, max_t)
 
 
 class Trials:
@@ -39,6 +50,9 @@ class Trials:
 
     num_samples: int
     selects = True  # the summary names the best trial (Pareto front) and how to export it
+
+    def prepare(self, optuna_storage: str) -> None:
+        """What tuner_args needs that takes time, done while Ray starts (search.engine.start_services)."""
 
     def after(self, name: str, optuna_storage: str) -> None:
         """Runs once the trials have all ended."""
@@ -61,6 +75,7 @@ class Search(Trials):
     sampler: str = "tpe"
     scheduler: str = "asha"
     seed: int = 0
+    storage: object = field(default=None, init=False, repr=False, compare=False)  # the study's RDBStorage, once open
 
     def checked(self) -> tuple[list[dict], dict[str, set]]:
         """Configs the space can produce, and every choice it offers, for preflight."""
@@ -71,15 +86,25 @@ class Search(Trials):
         make_sampler(self.sampler, self.seed)
         return sample_configs(self.space, self.constants, self.pinned, seed=self.seed)
 
+    def prepare(self, optuna_storage: str) -> None:
+        """Open the study's storage (about 1 s for a new SQLite file: Optuna creates its tables) and
+        import the searcher."""
+        from optuna.storages import RDBStorage
+
+        import search.searcher  # noqa: F401
+
+        if self.storage is None:
+            self.storage = RDBStorage(optuna_storage)
+
     def tuner_args(self, objectives: dict[str, str], name: str, optuna_storage: str,
                    tracking_uri: str) -> tuple[dict, dict]:
         """Ray Tune's param_space and TuneConfig arguments: the searcher draws every config, and
         stores each trial's MLflow run id (experiment `name` at `tracking_uri`) in the study."""
-        from optuna.storages import RDBStorage
-
         from mlflow_server.records import TrialRuns
         from search.sampling import SpaceSampler, make_sampler
         from search.searcher import ResumableOptunaSearch
+
+        self.prepare(optuna_storage)
 
         metrics, modes = list(objectives), list(objectives.values())
         searcher = ResumableOptunaSearch(
@@ -88,7 +113,7 @@ class Search(Trials):
             mode=modes if len(modes) > 1 else modes[0],
             sampler=make_sampler(self.sampler, self.seed),
             study_name=name,
-            storage=RDBStorage(optuna_storage),
+            storage=self.storage,
             runs=TrialRuns(tracking_uri, name),
         )
         scheduler = make_scheduler(self.scheduler, objectives, self.constants["train/epochs"])

@@ -17,7 +17,8 @@ from search.cli import ablate_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = {"model/backbone": "test_resnet", "train/epochs": 2, "data/image_size": 32, "train/batch_size": 8,
-          "optim/lr": 1e-3, "eval/bootstrap": 200, "train/bn_reestimate_images": 32}
+          "optim/lr": 1e-3, "eval/bootstrap": 200, "train/bn_reestimate_images": 32,
+          "figures/draw": False}
 
 
 def exported(tmp, **config) -> str:

@@ -17,7 +17,8 @@ from search.export import load_model
 from search.home import ExperimentState, results_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--smoke-test", "--set", "data/image_size=32", "--set", "train/epochs=1", "--scheduler", "fifo"]
+TINY = ["--smoke-test", "--set", "data/image_size=32", "--set", "train/epochs=1", "--set", "figures/draw=false",
+        "--scheduler", "fifo"]
 
 
 def test_the_home_is_found_from_any_folder_of_a_project(tmp_path, monkeypatch):

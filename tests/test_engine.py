@@ -14,7 +14,7 @@ from trainables.registry import get_trainable
 
 SPEC = get_trainable("classification")
 BASE = {**SPEC.defaults, "model/backbone": "test_resnet", "data/image_size": 32, "train/batch_size": 8,
-        "train/epochs": 1, "data/fraction": 0.25, "train/bn_reestimate_images": 32}
+        "train/epochs": 1, "data/fraction": 0.25, "train/bn_reestimate_images": 32, "figures/draw": False}
 
 
 def experiment(name: str, configs: Configs) -> engine.Experiment:

@@ -15,7 +15,7 @@ from mlflow_server.records import TrialRecord
 from mlflow_server.tracker import TrialTracker, get_or_create_parent_run
 from trainables import classification, multitask
 from trainables.figures import curve_classes, gradcam_figure, write_figures
-from trainables.loop import start_trial
+from trainables.loop import figures, start_trial
 from trainables.metrics import Outputs
 from trainables.models import create_classifier
 from trainables.registry import TRAINABLES, nested_config
@@ -52,6 +52,13 @@ def test_a_classification_trial_gets_its_confusion_matrix_curves_and_grad_cam(cl
     assert titles["confusion_matrix.png"] == f"Validation confusion matrix ({val} images)"
     assert titles["roc_pr_curves.png"] == f"Validation ROC and precision-recall curves (one-vs-rest per class, {val} images)"
     assert titles["gradcam.png"].startswith("Grad-CAM of the true class at layer layer")
+
+
+def test_figures_draw_off_leaves_a_trial_without_pictures(classifier_trial):
+    task, model, loader, cfg, data, device = classifier_trial
+    assert all(spec.defaults["figures/draw"] is True for spec in TRAINABLES.values())  # on unless turned off
+    assert figures(task, model, loader, {**cfg, "figures/draw": False}, data, device) is None  # report() writes no artifacts
+    assert callable(figures(task, model, loader, cfg, data, device))
 
 
 def test_grad_cam_of_a_vision_transformer_lays_its_tokens_out(classifier_trial):

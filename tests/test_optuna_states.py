@@ -108,7 +108,7 @@ slowest at epoch 1 by far and ASHA (reduction factor 2) stops it there."""
 TRAINABLE = "classification"
 OBJECTIVES = {"perf/train_images_per_s": "max"}
 DEFAULTS = {"model/backbone": "test_resnet", "train/epochs": 2, "train/batch_size": 8, "data/fraction": 0.25,
-            "train/bn_reestimate_images": 32}
+            "train/bn_reestimate_images": 32, "figures/draw": False}
 
 
 def space(trial):

@@ -18,7 +18,7 @@ SPACES = sorted(p for p in glob.glob(os.path.join(ROOT, "spaces", "*.py")) if no
 IDS = [os.path.basename(p)[:-3] for p in SPACES]
 # The smoke trials here check that each space's trainable runs in its layout, not that it learns (the README's
 # table of smoke studies does): fewer, smaller images and BatchNorm statistics re-estimated on fewer of them.
-TINY = {"data/image_size": 32, "data/fraction": 0.5, "train/bn_reestimate_images": 32}
+TINY = {"data/image_size": 32, "data/fraction": 0.5, "train/bn_reestimate_images": 32, "figures/draw": False}
 
 
 def smallest_size(config: dict, trainable: str) -> int:

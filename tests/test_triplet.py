@@ -9,8 +9,7 @@ from torch import nn
 from test_trainables import tiny_config
 from trainables.augment import strong_augmentation
 from trainables.loop import phase_at
-from trainables.losses import triplet_loss
-from trainables.mining import MINING, mine
+from trainables.mining import MINING, mine, triplet_loss
 from trainables.models import train_mode
 from trainables.registry import value_problem
 from trainables.triplet import EmbeddingNet, check_unfrozen, feature_groups, phase_epochs, phases, set_phase, train

@@ -24,11 +24,10 @@ from torch import nn
 
 from trainables.batchnorm import reestimate_batchnorm
 from trainables.evaluation import test_metrics
-from trainables.figures import FIGURES, write_figures
 from trainables.loading import TrialLoader
 from trainables.models import train_mode
 from trainables.optim import make_optimizer, make_schedule, set_epoch_lr
-from trainables.registry import CHECKPOINT_ARTIFACTS
+from trainables.registry import CHECKPOINT_ARTIFACTS, DRAW_KEY
 from trainables.speed import Speed, reset_peak_memory
 from trainables.trial_data import Data, prepare_data, trial_loader, with_transform
 
@@ -105,8 +104,13 @@ def report(metrics: dict, state: dict, artifacts: Callable[[str], object] | None
 
 
 def figures(task: Task, model: nn.Module, loader: TrialLoader, cfg: dict, data: Data,
-            device: torch.device) -> Callable[[str], object]:
-    """The writer of the trial's pictures (trainables.figures) into an artifacts folder, for its last report."""
+            device: torch.device) -> Callable[[str], object] | None:
+    """The writer of the trial's pictures (trainables.figures) into an artifacts folder, for its last report;
+    None with figures/draw off. Matplotlib is imported only by a trial that draws."""
+    if not cfg[DRAW_KEY]:
+        return None
+    from trainables.figures import FIGURES, write_figures
+
     return lambda artifacts: write_figures(task, model, loader, cfg, data, device, os.path.join(artifacts, FIGURES))
 
 

@@ -1,13 +1,11 @@
-"""Losses: segmentation losses by name from smp.losses (binary masks, logits in), the classification loss,
-and the triplet margin loss."""
+"""Losses: segmentation losses by name from smp.losses (binary masks, logits in) and the classification
+loss (the triplet margin loss is trainables.mining's)."""
 from __future__ import annotations
 
 import functools
 from typing import Callable
 
 import torch
-from pytorch_metric_learning import losses as pml_losses
-from pytorch_metric_learning import reducers
 from segmentation_models_pytorch import losses as L
 from torch import nn
 
@@ -50,9 +48,3 @@ def class_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mea
     if labels.is_floating_point():
         return nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction=reduction)
     return nn.functional.cross_entropy(logits, labels, reduction=reduction)
-
-
-@functools.cache
-def triplet_loss(margin: float) -> pml_losses.TripletMarginLoss:
-    """max(0, d(a, p) - d(a, n) + margin) with Euclidean d, the mean over all given triplets."""
-    return pml_losses.TripletMarginLoss(margin=margin, reducer=reducers.MeanReducer())

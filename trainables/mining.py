@@ -4,14 +4,17 @@ Three ways to form (anchor, positive, negative) triplets from a labelled batch:
   random     each anchor, a random other image of its class, a random image of another class
   augmented  each anchor, a strongly augmented copy of itself, a random image of another class
   batch_hard each anchor, its farthest same-class and its nearest other-class image in the batch
-The loss is pytorch-metric-learning's triplet margin loss averaged over the triplets (trainables.losses).
+The loss is pytorch-metric-learning's triplet margin loss averaged over the triplets (triplet_loss); it lives
+here, with the rest of the library's use, so that no other trainable imports the library.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
-from pytorch_metric_learning import miners
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import miners, reducers
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -59,3 +62,9 @@ def check_mining(name: str) -> str:
 def mine(strategy: str, embed: Embed, images: torch.Tensor, labels: torch.Tensor, augment: Embed) -> Mined:
     """Triplets of one batch under `strategy` (a name of MINING)."""
     return MINING[check_mining(strategy)](embed, images, labels, augment)
+
+
+@functools.cache
+def triplet_loss(margin: float) -> pml_losses.TripletMarginLoss:
+    """max(0, d(a, p) - d(a, n) + margin) with Euclidean d, the mean over all given triplets."""
+    return pml_losses.TripletMarginLoss(margin=margin, reducer=reducers.MeanReducer())

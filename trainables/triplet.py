@@ -27,9 +27,9 @@ from torch import nn
 from trainables.augment import strong_augmentation
 from trainables.loop import Phase, Task, fit
 from trainables.trial_data import Data
-from trainables.losses import class_loss, triplet_loss
+from trainables.losses import class_loss
 from trainables.metrics import Evaluation, Outputs, classification_metrics, classification_score, probabilities
-from trainables.mining import check_mining, mine
+from trainables.mining import check_mining, mine, triplet_loss
 from trainables.models import create_classifier, freeze_classifier, layer_groups
 
 
