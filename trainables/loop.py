@@ -25,7 +25,7 @@ from torch import nn
 from trainables.batchnorm import reestimate_batchnorm
 from trainables.evaluation import test_metrics
 from trainables.loading import TrialLoader
-from trainables.models import train_mode
+from trainables.models import compile_training, train_mode
 from trainables.optim import make_optimizer, make_schedule, set_epoch_lr
 from trainables.registry import CHECKPOINT_ARTIFACTS, DRAW_KEY
 from trainables.speed import Speed, reset_peak_memory
@@ -116,7 +116,7 @@ def figures(task: Task, model: nn.Module, loader: TrialLoader, cfg: dict, data: 
 
 def start_trial(cfg: dict, task: Task) -> tuple[torch.device, Data, nn.Module, TrialLoader]:
     """The task's check, then threads, device and peak-memory start of a trial; its data, its model (built
-    after seeding with train/seed, on the device) and its loader."""
+    after seeding with train/seed, on the device; with train/compile, compiled for training) and its loader."""
     if task.check:
         task.check(cfg)
     torch.set_num_threads(trial_cpus())
@@ -125,6 +125,8 @@ def start_trial(cfg: dict, task: Task) -> tuple[torch.device, Data, nn.Module, T
     data = prepare_data(cfg, task.masks)
     seed_everything(int(cfg["train/seed"]))
     model = task.build(cfg, data).to(device, memory_format=memory_format(cfg))
+    if cfg["train/compile"]:
+        compile_training(model)
     if task.transform:
         data = with_transform(data, task.transform(model))
     return device, data, model, trial_loader(data, cfg, device)

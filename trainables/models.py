@@ -295,6 +295,26 @@ def train_mode(model: nn.Module) -> nn.Module:
     return model
 
 
+def compile_training(model: nn.Module, **options) -> nn.Module:
+    """train/compile: from now on, model's forward runs compiled by torch.compile(**options) (default: the
+    inductor backend, compiled at the first training step) while the model trains (model.training with
+    gradients on), and as it is otherwise (validation, BatchNorm re-estimation, the test split, Grad-CAM):
+    fewer graphs to compile, and no Grad-CAM hooks through a compiled graph.
+
+    The module is not wrapped (torch.compile(model) would be): state_dict, load_state_dict, parameters and
+    submodules are the plain model's, so a checkpoint's keys have no "_orig_mod." prefix and load into an
+    uncompiled model. Only forward is compiled: a loss calling another method (triplet's embed in phase 2)
+    runs it eagerly. Returns model."""
+    eager = model.forward
+    compiled = torch.compile(eager, **options)
+
+    def forward(*args, **kwargs):
+        return (compiled if model.training and torch.is_grad_enabled() else eager)(*args, **kwargs)
+
+    model.forward = forward
+    return model
+
+
 def freeze_classifier(model: nn.Module, cfg: dict) -> None:
     """Freeze the first model/frozen_layers groups of a create_classifier model; its head is never frozen."""
     freeze_first(model, classifier_groups(model), cfg["model/frozen_layers"], cfg["model/backbone"])

@@ -40,6 +40,8 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "train/bf16": False,           # training steps' forward pass under bfloat16 autocast (GPUs since Ampere;
                                    # also runs on CPU); validation stays in float32
     "train/channels_last": False,  # model and images in channels_last memory format (faster convolutions on GPU)
+    "train/compile": False,        # the model's forward compiled by torch.compile (inductor) while it trains;
+                                   # validation, figures and checkpoints use the plain module (models.compile_training)
     "train/bn_reestimate_images": 1024,  # re-estimate BatchNorm statistics on this many un-augmented training
                                          # images before each validation; 0 = keep the running statistics
     "eval/test": False,            # after the last epoch, evaluate once on the held-out test split (tune-train;
