@@ -13,6 +13,7 @@ from scripts import bench_gpu
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # three processes import torch (about 20 s)
 def test_the_cpu_smoke_run_prints_a_row_of_images_per_second_for_each_number_of_trials():
     run = subprocess.run([sys.executable, "scripts/bench_gpu.py", "--device", "cpu", "--backbone", "test_resnet",
                           "--image-size", "32", "--batch", "4", "--warmup", "3", "--steps", "3", "--trials", "1,2"],

@@ -77,6 +77,7 @@ def fresh_dynamo():
     torch._dynamo.reset()  # the compiled graphs and their guards on the test's models
 
 
+@pytest.mark.slow  # compiles a graph (about 10 s)
 def test_compile_trains_as_eager_does_and_checkpoints_the_plain_module(model, fresh_dynamo):
     """Compiled with the "aot_eager" backend: TorchDynamo captures the forward pass and AOTAutograd traces the
     joint forward and backward graph, as with the default inductor backend, which only then generates C++
