@@ -65,6 +65,8 @@ def run(exp: Experiment, home: str, resume: bool = False, address: str | None = 
     from search.preflight import fingerprint, preflight
 
     with startup_lines():
+        print(f"Checks: {len(configs)} config{'s' * (len(configs) != 1)} of {exp.trainable.name} (models and weights, "
+              f"the trainable's rules, the data; imports torch)", flush=True)
         for note in preflight(exp.trainable, configs, choices):
             print(f"note: {note}", flush=True)
         tags = {"medtune.experiment": exp.name, "medtune.trainable": exp.trainable.name,

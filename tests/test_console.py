@@ -71,6 +71,7 @@ def test_the_start_says_what_it_is_doing_one_line_each(extended):
     lines = extended["first"].splitlines()
     experiment = next(i for i, line in enumerate(lines) if line.startswith("Experiment 'console'"))
     before = lines[:experiment]
+    assert re.fullmatch(r"Checks: \d+ configs of classification \(models and weights, .*\)", before[0])  # the first line
     assert any(line.startswith("Data: generating the synthetic covid_radiography set in") for line in before)
     assert any(re.match(r"Data: decoding \d+ images of .* at 32 px into the node cache", line) for line in before)
     assert any(line.startswith("Tracking: the MLflow server at http://") for line in before)
