@@ -15,6 +15,8 @@ from trainables.data.layouts import LAYOUTS
 from trainables.data.normalization import NORMALIZATIONS
 from trainables.optim import OPTIMIZERS, SCHEDULES
 
+DRAW_KEY = "figures/draw"  # a trial's pictures at its last epoch; figures/gradcam adds Grad-CAM to them
+
 # Config keys every trainable understands. Flat "group/name" keys, as in space files.
 COMMON_DEFAULTS: dict[str, Any] = {
     "data/root": "",               # empty: generated data in data/layout (see trainables/data)
@@ -63,14 +65,13 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "aug/brightness": 0.0,         # colour-jitter strengths
     "aug/contrast": 0.0,
     "aug/crop_scale": 1.0,         # RandomResizedCrop min scale; 1.0 disables the crop
-    "figures/draw": True,          # the trial's pictures (trainables.figures) at its last epoch; false skips
+    DRAW_KEY: True,                # the trial's pictures (trainables.figures) at its last epoch; false skips
                                    # them (about 1 s of CPU each): very large searches, or a quick check
 }
 
 # The folder of a trial's checkpoint whose files become artifacts of its MLflow run (trainables.loop.report
 # writes them, mlflow_server.tracker uploads those of the last checkpoint when the trial completes).
 CHECKPOINT_ARTIFACTS = "artifacts"
-DRAW_KEY = "figures/draw"  # a trial's pictures at its last epoch; figures/gradcam adds Grad-CAM to them
 GRADCAM_KEY = "figures/gradcam"  # Grad-CAM pictures of the final model: off in a search, on in tune-train
 
 SPEED_METRICS = ("perf/train_images_per_s", "perf/loader_images_per_s", "perf/epoch_s", "perf/train_total_s",
