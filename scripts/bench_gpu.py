@@ -17,7 +17,7 @@ figure is the training pass's own throughput, without data loading, validation a
 are benchmarks 1 and 4). Each process builds the trainable's model with the project's builder
 (trainables.models.create_classifier, or create_segmenter with the classification head for multitask; random
 weights), moves it to the device in the config's memory format and, with --compile, compiles it as a trial
-does (trainables.models.compile_training), then runs trainables.loop.train_epoch, the trial's own training
+does (trainables.loop.place_model, as start_trial), then runs trainables.loop.train_epoch, the trial's own training
 pass (to_device, training_step with train/bf16, synchronise), over one random batch held in host memory
 (pinned on a GPU, as the trial's loader pins it): --warmup steps (compilation included), a barrier that
 waits for all N processes, then --steps timed steps. Per trial: perf/train_images_per_s of the timed steps
@@ -59,8 +59,8 @@ def run_trial(rank: int, args: argparse.Namespace, barrier, results) -> None:
         import torch
 
         from trainables import classification, multitask
-        from trainables.loop import memory_format, train_epoch
-        from trainables.models import compile_training, create_classifier, create_segmenter
+        from trainables.loop import place_model, train_epoch
+        from trainables.models import create_classifier, create_segmenter
         from trainables.optim import make_optimizer
         from trainables.speed import WARMUP_STEPS, Speed, reset_peak_memory
 
@@ -79,9 +79,7 @@ def run_trial(rank: int, args: argparse.Namespace, barrier, results) -> None:
             model, loss_fn, batch = create_segmenter(cfg, args.classes), multitask.loss, (images, masks, labels)
         if device.type == "cuda":
             batch = tuple(x.pin_memory() for x in batch)
-        model = model.to(device, memory_format=memory_format(cfg))
-        if cfg["train/compile"]:
-            compile_training(model)
+        model = place_model(model, cfg, device)
         optimizer = make_optimizer(model, cfg, cfg["optim/lr"])
         speed = Speed()
         train_epoch(model, ((batch, 0.0) for _ in range(args.warmup)), loss_fn, optimizer, device, 0, cfg, speed)

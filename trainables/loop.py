@@ -124,12 +124,17 @@ def start_trial(cfg: dict, task: Task) -> tuple[torch.device, Data, nn.Module, T
     reset_peak_memory(device)
     data = prepare_data(cfg, task.masks)
     seed_everything(int(cfg["train/seed"]))
-    model = task.build(cfg, data).to(device, memory_format=memory_format(cfg))
-    if cfg["train/compile"]:
-        compile_training(model)
+    model = place_model(task.build(cfg, data), cfg, device)
     if task.transform:
         data = with_transform(data, task.transform(model))
     return device, data, model, trial_loader(data, cfg, device)
+
+
+def place_model(model: nn.Module, cfg: dict, device: torch.device) -> nn.Module:
+    """The GPU path's keys applied to a trial's model: on the device in the config's memory format, and with
+    train/compile its training forward pass compiled (trainables.models.compile_training)."""
+    model = model.to(device, memory_format=memory_format(cfg))
+    return compile_training(model) if cfg["train/compile"] else model
 
 
 def memory_format(cfg: dict) -> torch.memory_format:
