@@ -1,17 +1,18 @@
 """Every space file under spaces/: it loads, 20 configs sampled at random are valid, and one smoke
 trial of it (smaller still than its SMOKE: TINY) runs on generated data in its layout on a real local
 Ray cluster (all space files' trials in one Tuner, two at a time)."""
+import functools
 import glob
 import math
 import os
 
 import pytest
-from ray import tune
 
 from search.experiment import Settings
 from search.preflight import sample_configs
 from search.spacefile import load_space
 from trainables.registry import nested_config
+from trials import one_tuner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACES = sorted(p for p in glob.glob(os.path.join(ROOT, "spaces", "*.py")) if not p.endswith("__init__.py"))
@@ -68,20 +69,9 @@ def smoke_trials(ray_cluster):
         epochs = 1 + config.get("triplet/supervised_epochs", 0) + config.get("triplet/embedding_epochs", 0)
         size = smallest_size(config, space.trainable.name)
         runs[name] = (space, {**config, **TINY, "data/image_size": size, "train/epochs": epochs})
-    trials = {name: (space.trainable.function(), nested_config(config)) for name, (space, config) in runs.items()}
-
-    def smoke_trial(config):  # the trial of one space file: its trainable on its config
-        trainable, space_config = trials[config["space"]]
-        trainable(space_config)
-
-    results = tune.Tuner(
-        tune.with_resources(smoke_trial, {"cpu": 1}),
-        param_space={"space": tune.grid_search(IDS)},
-        tune_config=tune.TuneConfig(reuse_actors=True),
-        run_config=tune.RunConfig(name="spaces", storage_path=ray_cluster, verbose=0),
-    ).fit()
-    by_space = {result.config["space"]: result for result in results}
-    return {name: (*runs[name], by_space[name]) for name in IDS}
+    results = one_tuner({name: functools.partial(space.trainable.function(), nested_config(config))
+                         for name, (space, config) in runs.items()}, "spaces", ray_cluster)
+    return {name: (*runs[name], results[name]) for name in IDS}
 
 
 @pytest.mark.slow

@@ -9,14 +9,14 @@ take seconds (test models, 32 px, an eighth of the generated training images, Ba
 batches) and test code is its only user, so it stays out of the registry. A registered trainable without one
 fails test_every_trainable_has_a_tiny_config.
 """
+import functools
 import os
 
 import numpy as np
 import pytest
-from ray import tune
 
 from trainables.registry import TRAINABLES, nested_config
-from trials import entries, recorded
+from trials import entries, one_tuner, recorded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = {"data/image_size": 32, "train/epochs": 2, "train/batch_size": 8, "optim/lr": 1e-3, "data/fraction": 0.125,
@@ -44,29 +44,18 @@ def tiny_config(name: str) -> dict:
 
 
 def straight_and_killed(configs: dict[str, dict], storage: str) -> dict:
-    """Two trials of each trainable's config, all in one Tuner whose workers are reused from trial to trial:
-    one uninterrupted, one whose worker is killed after half its train/epochs and restarted from its
-    checkpoint, appending the epochs it reports to `<storage>/<name>-epochs.log`.
-    name -> (the straight result, the killed-and-resumed result, the log)."""
-    straight = {name: TRAINABLES[name].function() for name in configs}
+    """Two trials of each trainable's config, all in one Tuner (trials.one_tuner): one uninterrupted, one whose
+    worker is killed after half its train/epochs and restarted from its checkpoint, appending the epochs it
+    reports to `<storage>/<name>-epochs.log`. name -> (the straight result, the killed-and-resumed result, the log)."""
     logs = {name: os.path.join(storage, f"{name}-epochs.log") for name in configs}
-    killed = {name: recorded(straight[name], logs[name], kill_after_epoch=config["train/epochs"] // 2)
-              for name, config in configs.items()}
-    nested = {name: nested_config(config) for name, config in configs.items()}
-
-    def trial(config):  # one trainable's straight or killed trial
-        name = config["trainable"]
-        (killed if config["kill"] else straight)[name](nested[name])
-
-    results = tune.Tuner(
-        tune.with_resources(trial, {"cpu": 1}),
-        param_space={"trainable": tune.grid_search(sorted(configs)), "kill": tune.grid_search([False, True])},
-        tune_config=tune.TuneConfig(reuse_actors=True),
-        run_config=tune.RunConfig(name="contract", storage_path=storage, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=1)),
-    ).fit()
-    by_trial = {(result.config["trainable"], result.config["kill"]): result for result in results}
-    return {name: (by_trial[name, False], by_trial[name, True], logs[name]) for name in configs}
+    trials = {}
+    for name, config in configs.items():
+        trainable, nested = TRAINABLES[name].function(), nested_config(config)
+        killed = recorded(trainable, logs[name], kill_after_epoch=config["train/epochs"] // 2)
+        trials[f"{name}-straight"] = functools.partial(trainable, nested)
+        trials[f"{name}-killed"] = functools.partial(killed, nested)
+    results = one_tuner(trials, "contract", storage, max_failures=1)
+    return {name: (results[f"{name}-straight"], results[f"{name}-killed"], logs[name]) for name in configs}
 
 
 @pytest.fixture(scope="module")

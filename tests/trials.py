@@ -4,6 +4,7 @@ an epoch, the way a preempted or crashed node kills it."""
 import json
 import os
 import signal
+from typing import Callable
 
 
 def engine_trainables(patch, wrap) -> None:
@@ -53,3 +54,22 @@ def entries(log: str) -> list[dict]:
         return []
     with open(log) as f:
         return [json.loads(line) for line in f if line.endswith("\n")]
+
+
+def one_tuner(trials: dict[str, Callable[[], None]], name: str, storage: str, max_failures: int = 0) -> dict:
+    """Each named trial (a function of no arguments, e.g. a trainable bound to its config) as one Ray Tune
+    trial, all in one Tuner whose workers are reused from trial to trial (a fresh worker spends most of a
+    tiny trial importing torch); trial name -> its result."""
+    from ray import tune
+
+    def trial(config):
+        trials[config["trial"]]()
+
+    results = tune.Tuner(
+        tune.with_resources(trial, {"cpu": 1}),
+        param_space={"trial": tune.grid_search(sorted(trials))},
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
+    ).fit()
+    return {result.config["trial"]: result for result in results}
