@@ -77,8 +77,8 @@ def run(exp: Experiment, home: str, resume: bool = False, address: str | None = 
 
         from mlflow_server.tracker import get_or_create_parent_run
 
-        uri = start_services(home, address, trials_to_run,
-                             lambda: exp.trials.prepare(state.optuna_storage) if trials_to_run else None)
+        uri, own_ray = start_services(home, address, trials_to_run,
+                                      lambda: exp.trials.prepare(state.optuna_storage) if trials_to_run else None)
     import ray
 
     try:
@@ -101,15 +101,16 @@ def run(exp: Experiment, home: str, resume: bool = False, address: str | None = 
                 return Outcome(130, [])
             open(state.search_done, "w").close()
     finally:
-        ray.shutdown()  # before the summary: it needs the trials' records only
+        if own_ray:
+            ray.shutdown()  # before the summary: it needs the trials' records only
     return summarize(client, exp, state, parent, tags)
 
 
-def start_services(home: str, address: str | None, with_ray: bool, prepare=lambda: None) -> str:
+def start_services(home: str, address: str | None, with_ray: bool, prepare=lambda: None) -> tuple[str, bool]:
     """Start (or reuse) the tracking server and, when trials will run, Ray, side by side: the server's
     start, mostly waiting for its process to answer, and prepare() (the trials' own slow set-up) in
-    threads while Ray starts in this one (ray.init belongs to the main thread). The server's URI; Ray
-    is shut down again if either fails."""
+    threads while Ray starts in this one (ray.init belongs to the main thread). The server's URI and
+    whether Ray was started here (start_ray); a Ray started here is shut down again if either fails."""
     from concurrent.futures import ThreadPoolExecutor
 
     import ray
@@ -119,13 +120,14 @@ def start_services(home: str, address: str | None, with_ray: bool, prepare=lambd
     configure_client()
     with ThreadPoolExecutor(2) as pool:
         server, prepared = pool.submit(ensure_server, home), pool.submit(prepare)
+        own_ray = False
         try:
-            if with_ray:
-                start_ray(address)
+            own_ray = with_ray and start_ray(address)
             prepared.result()
-            return server.result()
+            return server.result(), own_ray
         except BaseException:
-            ray.shutdown()
+            if own_ray:
+                ray.shutdown()
             raise
 
 
@@ -286,14 +288,20 @@ def _not_incomplete_trials(record) -> bool:
     return "Trials did not complete" not in record.getMessage()
 
 
-def start_ray(address: str | None = None) -> None:
+def start_ray(address: str | None = None) -> bool:
     """Connect to the Ray cluster at address (or $RAY_ADDRESS, as `ray job submit` sets it), or
     start a local one over all CPUs: never join whichever cluster last ran on this machine,
-    which is what ray.init() without an address does."""
+    which is what ray.init() without an address does. A Ray this process has already joined (a
+    notebook's, a test session's) is used as it is and left running: False then, True otherwise."""
     import ray
 
+    if ray.is_initialized():
+        print(f"Ray: using the cluster this process already joined "
+              f"({ray.cluster_resources().get('CPU', 0):.0f} CPUs)", flush=True)
+        return False
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     print(f"Ray: starting a local cluster over {os.cpu_count()} CPUs" if address == "local"
           else f"Ray: connecting to the cluster at {address}", flush=True)
     ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level="ERROR",
              **({"num_cpus": os.cpu_count()} if address == "local" else {}))
+    return True

@@ -1,7 +1,7 @@
-"""Shared fixtures: one real MLflow tracking server for the whole test session, a local Ray cluster
-per module for the modules that build their own Tuners, the faulty, crashed and resumed experiment
-two test files check, the smoke search and its re-training that tests/test_end_to_end.py checks and
-tests/test_browser.py views, and the browser."""
+"""Shared fixtures: one real MLflow tracking server and one local Ray cluster per test process, one
+node cache for the session, the faulty, crashed and resumed experiment two test files check, the
+smoke search and its re-training that tests/test_end_to_end.py checks and tests/test_browser.py
+views, and the browser."""
 
 import contextlib
 import io
@@ -11,8 +11,25 @@ import socket
 import pytest
 
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # before Ray is imported: see search/__init__.py
+# One torch thread per process, before torch is imported: two test workers already fill two cores, and on
+# the tests' tiny tensors a second thread only spins (one tiny trial: 12.5 CPU-s with two, 6.4 with one,
+# the same wall time). Ray's trial workers get their trial's CPUs from Ray.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from mlflow_server.server import ensure_server, stop_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def node_cache(tmp_path_factory):
+    """MEDTUNE_CACHE for the session, unless the environment sets one: a node cache the test workers
+    share (the cache is built for concurrent processes) and never the home one. Set before any Ray
+    starts, so that the trial workers of the session's Ray (join_ray) use it too."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "node-cache"
+    with pytest.MonkeyPatch.context() as patch:
+        if not os.environ.get("MEDTUNE_CACHE"):
+            patch.setenv("MEDTUNE_CACHE", str(folder))
+        yield os.environ["MEDTUNE_CACHE"]
 
 
 @pytest.fixture(scope="session")
@@ -87,18 +104,45 @@ def fault_log(request):
     return record
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A local Ray cluster (2 CPUs) of this test process for one test module, for the modules that
-    build their own Tuners; yields a folder for Ray Tune results. The engine's experiments in this
-    process (tests/test_end_to_end.py, tests/test_console.py, tests/test_ablate.py) start their own,
-    as `tune-run` does: a cluster kept for the session and connected to by one driver after another
-    saw the trials of later drivers cancelled before they started ("The actor never ran")."""
+def join_ray() -> None:
+    """Join this test process's local Ray cluster (2 CPUs), starting it on first use; it runs until
+    the session ends (pytest_sessionfinish) or a test stops it (no_ray). The engine's experiments in
+    this process use it as a notebook's Ray is used (search.engine.start_ray). Its workers inherit
+    the environment of its start: the session's node cache, not a test's own MEDTUNE_CACHE."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield str(tmp_path_factory.mktemp("ray_results"))
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """This process's Ray (join_ray) for a module that builds its own Tuners: a folder for Ray Tune
+    results."""
+    join_ray()
+    return str(tmp_path_factory.mktemp("ray_results"))
+
+
+def stop_ray() -> None:
+    """Stop this process's Ray, for a command that must start its own as from a shell; the next
+    join_ray starts it again."""
+    import ray
+
     ray.shutdown()
+
+
+@pytest.fixture
+def no_ray():
+    """No Ray runs in this process when the test starts (stop_ray): for a check that a command
+    started none."""
+    stop_ray()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import sys
+
+    if "ray" in sys.modules:
+        sys.modules["ray"].shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -132,16 +176,16 @@ def run_cli(main, *args: str, env: dict, cwd: str) -> str:
 
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory, mlflow_server):
-    """`tune-run spaces/multitask.py --smoke-test --name e2e` (E2E_SAMPLES trials, E2E_TINY) on a local Ray
-    cluster of its own and the session's tracking server: its console output, client, parent and trial
-    runs, env and folder."""
+    """`tune-run spaces/multitask.py --smoke-test --name e2e` (E2E_SAMPLES trials, E2E_TINY) on this process's
+    Ray (join_ray) and the session's tracking server: its console output, client, parent and trial runs, env
+    and folder."""
     from mlflow import MlflowClient
 
     from search.cli import run_main
 
     work = tmp_path_factory.mktemp("work")
-    env = {"MEDTUNE_HOME": str(work / "runs"), "MEDTUNE_CACHE": str(work / "cache"),
-           "MLFLOW_TRACKING_URI": mlflow_server}
+    env = {"MEDTUNE_HOME": str(work / "runs"), "MLFLOW_TRACKING_URI": mlflow_server}
+    join_ray()
     out = run_cli(run_main, os.path.join(ROOT, "spaces", "multitask.py"), "--smoke-test", *E2E_TINY,
                   "--name", "e2e", "--num-samples", str(E2E_SAMPLES), env=env, cwd=str(work))
     client = MlflowClient(mlflow_server)
@@ -160,6 +204,7 @@ def e2e_retrain(e2e):
     from search.cli import export_main, train_main
 
     work, env = e2e["work"], e2e["env"]
+    join_ray()
     run_cli(export_main, "e2e", "-o", "best.yaml", env=env, cwd=str(work))
     with open(work / "best.yaml") as f:
         doc = yaml.safe_load(f)

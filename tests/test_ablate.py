@@ -12,6 +12,7 @@ import ray
 import yaml
 from mlflow import MlflowClient
 
+from conftest import join_ray
 from search.ablation.grid import FACTOR_TAG, LEVEL_TAG, SEED_TAG
 from search.cli import ablate_main
 
@@ -59,7 +60,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_ablation_input_is_one_clear_error_before_any_run(case, home, tmp_path, capsys):
+def test_bad_ablation_input_is_one_clear_error_before_any_run(case, home, tmp_path, capsys, no_ray):
     (tmp_path / "notes.yaml").write_text("a: 1\n")
     build, needle = BAD[case]
     assert ablate_main(build(tmp_path)) == 2
@@ -73,6 +74,7 @@ def test_bad_ablation_input_is_one_clear_error_before_any_run(case, home, tmp_pa
 def smoke(mlflow_server, tmp_path_factory):
     """One factor (data/fraction 0.5, and 1.0 = the baseline's own) on 2 seeds: 4 runs."""
     tmp = tmp_path_factory.mktemp("ablate")
+    join_ray()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEDTUNE_HOME", str(tmp / "home"))
         patch.setenv("MLFLOW_TRACKING_URI", mlflow_server)

@@ -143,7 +143,7 @@ def home(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_is_one_clear_error_before_any_trial(case, home, tmp_path, capsys, fault_log):
+def test_bad_input_is_one_clear_error_before_any_trial(case, home, tmp_path, capsys, fault_log, no_ray):
     build, needle = CASES[case]
     work = tmp_path / "work"
     work.mkdir()
@@ -180,7 +180,7 @@ TRAIN_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(TRAIN_CASES))
-def test_bad_retrain_input_is_one_clear_error_before_ray_starts(case, home, tmp_path, capsys):
+def test_bad_retrain_input_is_one_clear_error_before_ray_starts(case, home, tmp_path, capsys, no_ray):
     """tune-train checks its config as tune-run checks a space's (the same preflight) before the
     tracking server or Ray starts."""
     build, needle = TRAIN_CASES[case]

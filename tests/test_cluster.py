@@ -13,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from ray.cluster_utils import Cluster
 
+from conftest import stop_ray
 from search.cli import run_main
 from search.home import ExperimentState
 from trials import engine_trainables, entries, recorded
@@ -34,6 +35,7 @@ def cluster_run(tmp_path_factory, mlflow_server):
         patch.setenv("MEDTUNE_CACHE", str(work / "cache"))  # each node's processes inherit it
         patch.setenv("MEDTUNE_HOME", str(work / "runs"))
         engine_trainables(patch, lambda trainable: recorded(trainable, log))
+        stop_ray()  # tune-run --address joins the cluster below, not this process's own Ray
         cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "include_dashboard": False, "_system_config": FAST_HEALTH_CHECKS})
         worker = cluster.add_node(num_cpus=1, include_dashboard=False)

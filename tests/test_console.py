@@ -11,7 +11,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import run_cli
+from conftest import run_cli, stop_ray
 from search.cli import run_main, ui_main
 from search.export import load_model
 from search.home import ExperimentState, results_dir
@@ -60,6 +60,7 @@ def extended(tmp_path_factory, mlflow_server):
     work = tmp_path_factory.mktemp("console")
     env = {"MEDTUNE_HOME": str(work / "runs"), "MEDTUNE_CACHE": str(work / "cache"),
            "MLFLOW_TRACKING_URI": mlflow_server}
+    stop_ray()  # the start-up lines are those of a command run from a shell, which starts its own Ray
     space = os.path.join(ROOT, "spaces", "classification.py")
     first = run_cli(run_main, space, *TINY, "--name", "console", "--num-samples", "2", env=env, cwd=str(work))
     more = run_cli(run_main, space, "--name", "console", "--resume", "--num-samples", "3", env=env, cwd=str(work))
@@ -123,9 +124,7 @@ def test_tune_train_reads_like_tune_run_and_logs_a_loadable_model(e2e, e2e_retra
     artifacts = {a.path for a in client.list_artifacts(run_id, "model")} | \
         {a.path for a in client.list_artifacts(run_id, "export")}
     assert {"model/weights.pt", "model/config.json", "export/best.yaml"} <= artifacts
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MEDTUNE_CACHE", e2e["env"]["MEDTUNE_CACHE"])
-        model, config = load_model(client.download_artifacts(run_id, "model", str(tmp_path)))
+    model, config = load_model(client.download_artifacts(run_id, "model", str(tmp_path)))
     assert config["eval/test"] is True and config["model/encoder"] == "tu-test_resnet"
     with torch.no_grad():
         masks, logits = model(torch.zeros(2, config["data/channels"], config["data/image_size"],

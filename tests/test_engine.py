@@ -4,8 +4,10 @@ server; the experiment's state lies where search.home says; a resume of the ende
 import os
 
 import pytest
+import ray
 from mlflow import MlflowClient
 
+from conftest import join_ray
 from search import engine
 from search.errors import UsageError
 from search.home import ExperimentState
@@ -24,8 +26,10 @@ def experiment(name: str, configs: Configs) -> engine.Experiment:
 
 
 @pytest.mark.slow
-def test_fixed_configs_run_in_order_with_their_tags_and_resume_as_ended(tracking_uri, cache, tmp_path, capsys):
+def test_fixed_configs_run_in_order_with_their_tags_and_resume_as_ended(tracking_uri, tmp_path, capsys):
+    """Also: the engine runs the trials on a Ray this process already joined, and leaves it running."""
     home = str(tmp_path / "runs")
+    join_ray()
     configs = [{**BASE, "train/seed": seed, "train/epochs": epochs} for seed, epochs in ((0, 1), (1, 2))]
     tags = [{"medtune.factor": "baseline", "medtune.seed": "0"}, {"medtune.factor": "train/epochs", "medtune.seed": "1"}]
     exp = experiment("fixed", Configs(configs, tags))
@@ -35,6 +39,7 @@ def test_fixed_configs_run_in_order_with_their_tags_and_resume_as_ended(tracking
     made = sorted(outcome.records, key=lambda r: r.trial_id)  # Ray numbers its trials as it makes them
     assert [r.config for r in made] == configs and [r.status for r in made] == ["FINISHED"] * 2
     assert "Trials: 2 of 2: 2 finished, 0 stopped early, 0 failed" in out and "2/2 trials" in out
+    assert "Ray: using the cluster this process already joined (2 CPUs)" in out and ray.is_initialized()
     client = MlflowClient(tracking_uri)
     for record, expected in zip(made, tags):
         run = client.get_run(record.run_id)

@@ -12,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.storages import RDBStorage
 
+from conftest import join_ray
 from search.experiment import Settings
 from search.home import ExperimentState
 from search.runner import run_experiment
@@ -118,8 +119,8 @@ def space(trial):
 
 
 @pytest.mark.slow
-def test_a_trial_asha_stops_is_pruned_in_the_study_and_killed_in_mlflow(tracking_uri, tmp_path, monkeypatch):
-    monkeypatch.setenv("MEDTUNE_CACHE", str(tmp_path / "cache"))  # inherited by the Ray workers
+def test_a_trial_asha_stops_is_pruned_in_the_study_and_killed_in_mlflow(tracking_uri, tmp_path):
+    join_ray()
     (tmp_path / "asha_space.py").write_text(ASHA_SPACE)
     settings = Settings(name=f"asha-{tmp_path.name}", space_path=str(tmp_path / "asha_space.py"), num_samples=3,
                         scheduler="asha", sampler="random", max_concurrent=1)

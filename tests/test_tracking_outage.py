@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from ray import tune
 from ray.tune import Callback
 
+from conftest import join_ray
 from mlflow_server import write_queue
 from mlflow_server.server import configure_client, ensure_server, stop_server
 from mlflow_server.tracker import TrialTracker, get_or_create_parent_run
@@ -49,10 +50,7 @@ def expected(x: int) -> tuple[str, set]:
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
-    # address="local": a cluster of its own, even when another one runs on this machine.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    join_ray()
 
 
 @pytest.fixture(scope="module")

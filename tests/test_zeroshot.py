@@ -29,19 +29,7 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """MEDTUNE_CACHE for this module (inherited by Ray's workers)."""
-    previous = os.environ.get("MEDTUNE_CACHE")
-    os.environ["MEDTUNE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if previous is None:
-        del os.environ["MEDTUNE_CACHE"]
-    else:
-        os.environ["MEDTUNE_CACHE"] = previous
-
-
-@pytest.fixture(scope="module")
-def cfg(cache, tmp_path_factory):
+def cfg(tmp_path_factory):
     """A full config of the tiny model on a small generated COVID-19 Radiography set."""
     root = str(tmp_path_factory.mktemp("covid"))
     generate_covid_radiography(root, per_class=16, image_size=32, mask_size=16)

@@ -74,10 +74,12 @@ def seed_everything(seed: int) -> None:
 
 
 def trial_cpus() -> int:
+    """The CPUs Ray Tune gave this trial; outside a trial, torch's own thread count (OMP_NUM_THREADS or
+    every core), so that a caller's setting stands."""
     try:
         return max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1)))
     except Exception:  # outside a Tune trial
-        return os.cpu_count() or 1
+        return torch.get_num_threads()
 
 
 def device_for_trial() -> torch.device:
