@@ -1,10 +1,10 @@
 """Orchestration overhead: `tune-run` against a plain loop of the same configs, in as many processes as
 tune-run runs trials at once.
 
-    $ uv run python scripts/bench_overhead.py spaces/multitask.py --smoke-test --num-samples 4 \\
-          --set train/epochs=1 --set data/fraction=0.25          # trials of about 3 s on an idle 2-CPU machine
-    $ uv run python scripts/bench_overhead.py spaces/multitask.py --smoke-test --num-samples 4 \\
-          --set train/epochs=8                                   # trials of about 30 s
+    $ uv run python scripts/bench_overhead.py spaces/multitask.py --smoke-test --num-samples 4 --set train/epochs=1 \\
+          --set data/fraction=0.25 --set data/image_size=32 --set figures/draw=false  # ~3 s trials, idle 2-CPU VM
+    $ uv run python scripts/bench_overhead.py spaces/multitask.py --smoke-test --num-samples 4 --set train/epochs=3 \\
+          --set data/fraction=0.25                                                    # ~24 s trials
     $ uv run python scripts/bench_overhead.py ... --profile overhead.prof   # the driver under cProfile
 
 tune-run runs with --scheduler fifo --sampler random (every trial runs its whole budget) in $MEDTUNE_HOME
