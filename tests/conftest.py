@@ -106,7 +106,7 @@ def fault_log(request):
 
 def join_ray() -> None:
     """Join this test process's local Ray cluster (2 CPUs), starting it on first use; it runs until
-    the session ends (pytest_sessionfinish) or a test stops it (no_ray). The engine's experiments in
+    the session ends (pytest_sessionfinish) or a test stops it (stop_ray). The engine's experiments in
     this process use it as a notebook's Ray is used (search.engine.start_ray). Its workers inherit
     the environment of its start: the session's node cache, not a test's own MEDTUNE_CACHE."""
     import ray
@@ -139,6 +139,7 @@ def no_ray():
 
 
 def pytest_sessionfinish(session, exitstatus):
+    """Stop this process's Ray (join_ray), if it ran one."""
     import sys
 
     if "ray" in sys.modules:
