@@ -65,10 +65,11 @@ def run(exp: Experiment, home: str, resume: bool = False, address: str | None = 
     from search.preflight import fingerprint, preflight
 
     with startup_lines():
-        print(f"Checks: {len(configs)} config{'s' * (len(configs) != 1)} of {exp.trainable.name} (models and weights, "
-              f"the trainable's rules, the data; imports torch)", flush=True)
-        for note in preflight(exp.trainable, configs, choices):
-            print(f"note: {note}", flush=True)
+        if trials_to_run:  # a finished search only prints its summary again
+            print(f"Checks: {len(configs)} config{'s' * (len(configs) != 1)} of {exp.trainable.name} (models and "
+                  f"weights, the trainable's rules, the data; imports torch)", flush=True)
+            for note in preflight(exp.trainable, configs, choices):
+                print(f"note: {note}", flush=True)
         tags = {"medtune.experiment": exp.name, "medtune.trainable": exp.trainable.name,
                 "medtune.data_fingerprint": fingerprint(configs[0]), **exp.tags}
         state.save_settings(exp.settings)
@@ -288,6 +289,12 @@ def _not_incomplete_trials(record) -> bool:
     return "Trials did not complete" not in record.getMessage()
 
 
+# How a local Ray starts: no dashboard, and none of the idle workers Ray prestarts (one per CPU) for
+# a new driver. Ray Tune's trial actors carry a runtime environment of their own, so those workers
+# never run a trial; each costs about a second of CPU at every start (docs/benchmarks.md, section 1).
+LOCAL_RAY = {"include_dashboard": False, "_system_config": {"prestart_worker_first_driver": False}}
+
+
 def start_ray(address: str | None = None) -> bool:
     """Connect to the Ray cluster at address (or $RAY_ADDRESS, as `ray job submit` sets it), or
     start a local one over all CPUs: never join whichever cluster last ran on this machine,
@@ -296,12 +303,13 @@ def start_ray(address: str | None = None) -> bool:
     import ray
 
     if ray.is_initialized():
-        print(f"Ray: using the cluster this process already joined "
-              f"({ray.cluster_resources().get('CPU', 0):.0f} CPUs)", flush=True)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        print(f"Ray: using the cluster this process already joined ({cpus:g} CPU{'' if cpus == 1 else 's'})",
+              flush=True)
         return False
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     print(f"Ray: starting a local cluster over {os.cpu_count()} CPUs" if address == "local"
           else f"Ray: connecting to the cluster at {address}", flush=True)
-    ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level="ERROR",
-             **({"num_cpus": os.cpu_count()} if address == "local" else {}))
+    ray.init(address=address, log_to_driver=False, logging_level="ERROR",
+             **({"num_cpus": os.cpu_count(), **LOCAL_RAY} if address == "local" else {"include_dashboard": False}))
     return True

@@ -105,14 +105,21 @@ def fault_log(request):
 
 
 def join_ray() -> None:
-    """Join this test process's local Ray cluster (2 CPUs), starting it on first use; it runs until
-    the session ends (pytest_sessionfinish) or a test stops it (stop_ray). The engine's experiments in
-    this process use it as a notebook's Ray is used (search.engine.start_ray). Its workers inherit
-    the environment of its start: the session's node cache, not a test's own MEDTUNE_CACHE."""
+    """Join this test process's local Ray cluster, starting it on first use; it runs until the session
+    ends (pytest_sessionfinish) or a test stops it (stop_ray). The engine's experiments in this process
+    use it as a notebook's Ray is used (search.engine.start_ray). Its workers inherit the environment
+    of its start: the session's node cache, not a test's own MEDTUNE_CACHE.
+
+    It has one CPU, so its trials run one at a time: a Tuner then starts one worker, and a fresh worker
+    spends about 15 CPU-s importing torch, timm and Ray Tune, more than a tiny trial's training. The two
+    test processes' trials still fill the two cores. Tests of trials side by side start Ray of their own
+    (the faulty experiment's drivers, the console's search, the two-node cluster)."""
     import ray
 
+    from search.engine import LOCAL_RAY
+
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=1, log_to_driver=False, **LOCAL_RAY)
 
 
 @pytest.fixture(scope="module")
@@ -258,23 +265,31 @@ def screenshots(tmp_path_factory, request):
 
 # Spread over workers (`pytest -n 2`): each test module is one unit, so its module fixtures run once;
 # modules that share a session experiment are one unit. Units start heaviest first, so that the long
-# ones do not end up last on one worker while the other idles.
+# ones do not end up last on one worker while the other idles (but for the refusals: see REFUSALS).
 SHARED_UNITS = {"test_faults": "faulty_and_resumed", "test_resume": "faulty_and_resumed",
                 "test_end_to_end": "e2e", "test_browser": "e2e", "test_console": "e2e"}
-HEAVIEST_FIRST = ["e2e", "faulty_and_resumed", "test_trainables", "test_spaces", "test_ablate", "test_tracking_outage",
-                  "test_cluster", "test_tracking", "test_zeroshot", "test_engine", "test_postgres", "test_optuna_states",
-                  "test_figures", "test_tracking_concurrency", "test_moasha"]
+HEAVIEST_FIRST = ["refusals", "e2e", "faulty_and_resumed", "test_trainables", "test_spaces", "test_ablate",
+                  "test_tracking_outage", "test_cluster", "test_tracking", "test_zeroshot", "test_engine", "test_postgres",
+                  "test_optuna_states", "test_figures", "test_tracking_concurrency", "test_moasha"]
 
 
-def unit(path: str) -> str:
-    """The unit of work of a test file's path (or node id)."""
-    stem = os.path.splitext(os.path.basename(path.split("::")[0]))[0]
+# The tests that check a command started no Ray (the no_ray fixture stops this process's own): one unit,
+# run first, so that no worker restarts its Ray after them.
+REFUSALS = ("test_bad_input.py::", "test_ablate.py::test_bad_ablation_input")
+
+
+def unit(nodeid: str) -> str:
+    """The unit of work of a test's node id."""
+    path, _, test = nodeid.partition("::")
+    if f"{os.path.basename(path)}::{test}".startswith(REFUSALS):
+        return "refusals"
+    stem = os.path.splitext(os.path.basename(path))[0]
     return SHARED_UNITS.get(stem, stem)
 
 
 def pytest_collection_modifyitems(config, items):
     if hasattr(config, "workerinput"):  # a worker of `pytest -n N`: every worker sorts alike
-        items.sort(key=lambda item: HEAVIEST_FIRST.index(u) if (u := unit(str(item.path))) in HEAVIEST_FIRST
+        items.sort(key=lambda item: HEAVIEST_FIRST.index(u) if (u := unit(item.nodeid)) in HEAVIEST_FIRST
                    else len(HEAVIEST_FIRST))  # stable: the order inside a unit stays
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import run_cli, stop_ray
+from conftest import join_ray, run_cli, stop_ray
 from search.cli import run_main, ui_main
 from search.export import load_model
 from search.home import ExperimentState, results_dir
@@ -55,14 +55,15 @@ def test_tune_ui_stop_says_which_server_it_stopped(tmp_path, monkeypatch, capsys
 
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory, mlflow_server):
-    """A 2-trial search (tiny classification), then --resume --num-samples 3: each command's console
-    output."""
+    """A 2-trial search (tiny classification) run as from a shell, then --resume --num-samples 3 on this
+    process's Ray (join_ray): each command's console output."""
     work = tmp_path_factory.mktemp("console")
     env = {"MEDTUNE_HOME": str(work / "runs"), "MEDTUNE_CACHE": str(work / "cache"),
            "MLFLOW_TRACKING_URI": mlflow_server}
     stop_ray()  # the start-up lines are those of a command run from a shell, which starts its own Ray
     space = os.path.join(ROOT, "spaces", "classification.py")
     first = run_cli(run_main, space, *TINY, "--name", "console", "--num-samples", "2", env=env, cwd=str(work))
+    join_ray()
     more = run_cli(run_main, space, "--name", "console", "--resume", "--num-samples", "3", env=env, cwd=str(work))
     return {"first": first, "more": more, "env": env, "work": work, "client": MlflowClient(mlflow_server)}
 

@@ -100,10 +100,10 @@ def test_a_ray_tune_run_stops_only_the_dominated_trial(ray_cluster):
 
     qualities, speeds = [0.9, 0.8, 0.5], {0.9: 10.0, 0.8: 30.0, 0.5: 5.0}  # 0.5 is dominated at rung 1
     tuner = tune.Tuner(
-        tune.with_resources(train, {"cpu": 2}),  # one trial at a time: rung 1 sees them in this order
+        tune.with_resources(train, {"cpu": 1}),
         param_space={"quality": tune.grid_search(qualities),
                      "speed": tune.sample_from(lambda spec: speeds[spec.config.quality])},
-        tune_config=tune.TuneConfig(scheduler=moasha()),
+        tune_config=tune.TuneConfig(scheduler=moasha(), max_concurrent_trials=1),  # rung 1 sees them in this order
         run_config=tune.RunConfig(name="moasha", storage_path=ray_cluster, verbose=0),
     )
     epochs = {r.config["quality"]: r.metrics["epoch"] for r in tuner.fit()}
