@@ -46,14 +46,15 @@ def tiny_config(name: str) -> dict:
 def straight_and_killed(configs: dict[str, dict], storage: str) -> dict:
     """Two trials of each trainable's config, all in one Tuner (trials.one_tuner): one uninterrupted, one whose
     worker is killed after half its train/epochs and restarted from its checkpoint, appending the epochs it
-    reports to `<storage>/<name>-epochs.log`. name -> (the straight result, the killed-and-resumed result, the log)."""
+    reports to `<storage>/<name>-epochs.log`. The killed one draws no pictures (the straight one does; the
+    metrics compared come before them). name -> (the straight result, the killed-and-resumed result, the log)."""
     logs = {name: os.path.join(storage, f"{name}-epochs.log") for name in configs}
     trials = {}
     for name, config in configs.items():
-        trainable, nested = TRAINABLES[name].function(), nested_config(config)
+        trainable = TRAINABLES[name].function()
         killed = recorded(trainable, logs[name], kill_after_epoch=config["train/epochs"] // 2)
-        trials[f"{name}-straight"] = functools.partial(trainable, nested)
-        trials[f"{name}-killed"] = functools.partial(killed, nested)
+        trials[f"{name}-straight"] = functools.partial(trainable, nested_config(config))
+        trials[f"{name}-killed"] = functools.partial(killed, nested_config({**config, "figures/draw": False}))
     results = one_tuner(trials, "contract", storage, max_failures=1)
     return {name: (results[f"{name}-straight"], results[f"{name}-killed"], logs[name]) for name in configs}
 

@@ -174,7 +174,7 @@ def test_multilabel_data_takes_the_linear_probe_and_refuses_zero_shot(cfg, tmp_p
 
 @pytest.mark.slow
 def test_zero_shot_and_linear_probe_report_every_metric_through_ray_tune(cfg, ray_cluster):
-    config = nested_config({**cfg, "train/epochs": 2})
+    config = nested_config({**cfg, "train/epochs": 2, "figures/draw": False})
     config["clip"]["mode"] = tune.grid_search(["zeroshot", "linear_probe"])
     results = tune.Tuner(
         tune.with_resources(SPEC.function(), {"cpu": 1}), param_space=config,
