@@ -289,12 +289,6 @@ def _not_incomplete_trials(record) -> bool:
     return "Trials did not complete" not in record.getMessage()
 
 
-# How a local Ray starts: no dashboard, and none of the idle workers Ray prestarts (one per CPU) for
-# a new driver. Ray Tune's trial actors carry a runtime environment of their own, so those workers
-# never run a trial; each costs about a second of CPU at every start (docs/benchmarks.md, section 1).
-LOCAL_RAY = {"include_dashboard": False, "_system_config": {"prestart_worker_first_driver": False}}
-
-
 def start_ray(address: str | None = None) -> bool:
     """Connect to the Ray cluster at address (or $RAY_ADDRESS, as `ray job submit` sets it), or
     start a local one over all CPUs: never join whichever cluster last ran on this machine,
@@ -310,6 +304,6 @@ def start_ray(address: str | None = None) -> bool:
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     print(f"Ray: starting a local cluster over {os.cpu_count()} CPUs" if address == "local"
           else f"Ray: connecting to the cluster at {address}", flush=True)
-    ray.init(address=address, log_to_driver=False, logging_level="ERROR",
-             **({"num_cpus": os.cpu_count(), **LOCAL_RAY} if address == "local" else {"include_dashboard": False}))
+    ray.init(address=address, log_to_driver=False, include_dashboard=False, logging_level="ERROR",
+             **({"num_cpus": os.cpu_count()} if address == "local" else {}))
     return True

@@ -116,10 +116,8 @@ def join_ray() -> None:
     (the faulty experiment's drivers, the console's search, the two-node cluster)."""
     import ray
 
-    from search.engine import LOCAL_RAY
-
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=1, log_to_driver=False, **LOCAL_RAY)
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
 
 
 @pytest.fixture(scope="module")
