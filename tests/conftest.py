@@ -267,8 +267,8 @@ def screenshots(tmp_path_factory, request):
 SHARED_UNITS = {"test_faults": "faulty_and_resumed", "test_resume": "faulty_and_resumed",
                 "test_end_to_end": "e2e", "test_browser": "e2e", "test_console": "e2e"}
 HEAVIEST_FIRST = ["refusals", "e2e", "faulty_and_resumed", "test_trainables", "test_spaces", "test_ablate",
-                  "test_tracking_outage", "test_cluster", "test_tracking", "test_zeroshot", "test_engine", "test_postgres",
-                  "test_optuna_states", "test_figures", "test_tracking_concurrency", "test_moasha"]
+                  "test_tracking_outage", "test_cluster", "test_tracking", "test_zeroshot", "test_engine",
+                  "test_postgres", "test_optuna_states", "test_figures", "test_tracking_concurrency", "test_moasha"]
 
 
 # The tests that check a command started no Ray (the no_ray fixture stops this process's own): one unit,
