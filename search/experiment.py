@@ -11,6 +11,7 @@ from search.errors import UsageError
 from search.home import ExperimentState
 from search.overrides import check_value
 from search.spacefile import Space
+from search.trials import PAUSING
 
 
 @dataclass
@@ -38,8 +39,10 @@ class Settings:
         return pinned
 
     def constants(self, space: Space) -> dict[str, Any]:
-        """The config every trial starts from before its sampled keys are applied."""
-        return {**space.defaults, "train/seed": self.seed, **self.pinned(space)}
+        """The config every trial starts from before its sampled keys are applied. Under a scheduler that
+        pauses trials (search.trials.PAUSING), a checkpoint every epoch, so that none re-trains an epoch."""
+        every_epoch = {"train/checkpoint_s": 0} if self.scheduler in PAUSING else {}
+        return {**space.defaults, "train/seed": self.seed, **every_epoch, **self.pinned(space)}
 
 
 def default_name(space_path: str) -> str:

@@ -80,7 +80,8 @@ class LiveView(Callback):
         self._print(trials, f"{trial.trial_id} ended at epoch {last_epoch(result)}", ending=trial)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        where = f"its epoch-{trial.last_result.get('epoch', 0)} checkpoint" if trial.checkpoint else "the start"
+        saved = trial.latest_checkpoint_result  # the epoch of the checkpoint it restarts from (train/checkpoint_s)
+        where = f"its epoch-{saved.metrics.get('epoch', 0)} checkpoint" if trial.checkpoint else "the start"
         self._print(trials, f"{trial.trial_id} failed, retrying from {where}")
 
     def on_trial_error(self, iteration, trials, trial, **info):

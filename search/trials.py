@@ -38,6 +38,9 @@ SCHEDULERS = {
 }
 
 
+PAUSING = {"hyperband"}  # schedulers that pause trials and continue them later from their last checkpoint
+
+
 def make_scheduler(name: str, objectives: dict[str, str], max_t: int):
     """The scheduler `name` on the first objective, or on all of them (moasha)."""
     if name not in SCHEDULERS:

@@ -30,7 +30,7 @@ TRAINABLE = "classification"
 OBJECTIVES = {"val/f1_macro": "max", "perf/train_images_per_s": "max"}
 DEFAULTS = {"model/backbone": "test_resnet", "data/image_size": 32, "train/epochs": %d, "optim/name": "sgd",
             "data/fraction": 0.25, "train/bn_reestimate_images": 64,  # a few seconds per epoch
-            "figures/draw": False}
+            "figures/draw": False, "train/checkpoint_s": 0}  # a checkpoint every epoch: retries resume from one
 HEALTHY = {"optim/lr": 0.01, "train/batch_size": 8}
 PLAN = {%d: {"optim/lr": 1e12},        # diverges: the loss becomes NaN or inf
         %d: {"train/batch_size": 1}}   # BatchNorm cannot train on a batch of one image

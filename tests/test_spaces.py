@@ -56,6 +56,15 @@ def test_space_loads_and_samples_20_valid_configs(path):
         assert set(cfg) == set(space.defaults)  # a full config: every known key, no other
 
 
+def test_a_pausing_scheduler_gets_a_checkpoint_every_epoch_unless_set():
+    space = load_space(SPACES[0])
+    settings = functools.partial(Settings, name="t", space_path=SPACES[0], num_samples=1)
+    assert settings().constants(space)["train/checkpoint_s"] == 60  # asha stops trials, never resumes them
+    assert settings(scheduler="hyperband").constants(space)["train/checkpoint_s"] == 0  # it pauses and resumes
+    assert settings(scheduler="hyperband", overrides={"train/checkpoint_s": 5.0}).constants(space)[
+        "train/checkpoint_s"] == 5.0  # --set wins
+
+
 @pytest.fixture(scope="module")
 def smoke_trials(ray_cluster):
     """One smoke trial per space file (its SMOKE overrides, one config sampled from its space(), one

@@ -1,7 +1,7 @@
 """The contract every registered trainable keeps, checked on a real local Ray cluster with tiny models: it
 reports its declared metrics every epoch, respects train/epochs, leaves a checkpoint, is reproducible under
 its seed, and a worker killed mid-trial (SIGKILL) resumes from its checkpoint to exactly the result of an
-uninterrupted run. The runs of every trainable go through one Tuner, run once for the module, whose workers
+uninterrupted run (and, killed before its first checkpoint, re-trains from the start to that result). The runs of every trainable go through one Tuner, run once for the module, whose workers
 are reused from trial to trial: a fresh worker spends most of a tiny trial's time importing torch.
 
 Each trainable's tiny config is data here, in TINY, keyed by its registry name: it is what makes a trial
@@ -19,6 +19,7 @@ from trainables.registry import TRAINABLES, nested_config
 from trials import entries, one_tuner, recorded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNSAVED = "classification"  # the trainable whose contract also covers a trial killed before any checkpoint
 BASE = {"data/image_size": 32, "train/epochs": 2, "train/batch_size": 8, "optim/lr": 1e-3, "data/fraction": 0.125,
         "aug/hflip": 0.5, "aug/rotation": 10.0, "model/frozen_layers": 1, "optim/schedule": "cosine",
         "optim/warmup_epochs": 1, "train/bn_reestimate_images": 16}
@@ -45,18 +46,36 @@ def tiny_config(name: str) -> dict:
 
 def straight_and_killed(configs: dict[str, dict], storage: str) -> dict:
     """Two trials of each trainable's config, all in one Tuner (trials.one_tuner): one uninterrupted, one whose
-    worker is killed after half its train/epochs and restarted from its checkpoint, appending the epochs it
-    reports to `<storage>/<name>-epochs.log`. The killed one draws no pictures (the straight one does; the
-    metrics compared come before them). name -> (the straight result, the killed-and-resumed result, the log)."""
-    logs = {name: os.path.join(storage, f"{name}-epochs.log") for name in configs}
+    worker is killed after half its train/epochs and restarted from its checkpoint (saved every epoch,
+    train/checkpoint_s 0), appending the epochs it reports to `<storage>/<name>-epochs.log`. The killed one
+    draws no pictures (the straight one does; the metrics compared come before them). UNSAVED's config has a
+    third trial, killed once after epoch 1 under the default train/checkpoint_s, before any checkpoint.
+    name -> (the straight result, the killed-and-resumed result, the log); UNSAVED + "-unsaved" -> (its
+    result, its log)."""
+    logs = {name: os.path.join(storage, f"{name}-epochs.log") for name in [*configs, f"{UNSAVED}-unsaved"]}
     trials = {}
     for name, config in configs.items():
         trainable = TRAINABLES[name].function()
         killed = recorded(trainable, logs[name], kill_after_epoch=config["train/epochs"] // 2)
         trials[f"{name}-straight"] = functools.partial(trainable, nested_config(config))
-        trials[f"{name}-killed"] = functools.partial(killed, nested_config({**config, "figures/draw": False}))
+        trials[f"{name}-killed"] = functools.partial(
+            killed, nested_config({**config, "figures/draw": False, "train/checkpoint_s": 0}))
+    unsaved = recorded(TRAINABLES[UNSAVED].function(), logs[f"{UNSAVED}-unsaved"], kill_after_epoch=1,
+                       kill_if=first_time(os.path.join(storage, "unsaved-killed")))
+    trials[f"{UNSAVED}-unsaved"] = functools.partial(unsaved, nested_config({**configs[UNSAVED], "figures/draw": False}))
     results = one_tuner(trials, "contract", storage, max_failures=1)
-    return {name: (results[f"{name}-straight"], results[f"{name}-killed"], logs[name]) for name in configs}
+    return {**{name: (results[f"{name}-straight"], results[f"{name}-killed"], logs[name]) for name in configs},
+            f"{UNSAVED}-unsaved": (results[f"{UNSAVED}-unsaved"], logs[f"{UNSAVED}-unsaved"])}
+
+
+def first_time(marker: str):
+    """A kill_if for trials.recorded that passes on its first call only (it leaves the file `marker`)."""
+    def first(config) -> bool:
+        if os.path.exists(marker):
+            return False
+        open(marker, "w").close()
+        return True
+    return first
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +86,8 @@ def runs(ray_cluster):
     trials = straight_and_killed(configs, ray_cluster)
 
     def run(name: str):
+        if name.endswith("-unsaved"):
+            return trials[name]
         straight, resumed, log = trials[name]
         for result in (straight, resumed):
             assert result.error is None, result.error
@@ -104,6 +125,19 @@ def test_trainable_contract(runs, name):
         assert final["test/images"] > 0
         assert final["test/accuracy_ci_low"] <= final["test/accuracy"] <= final["test/accuracy_ci_high"]
         assert resumed.metrics["test/accuracy"] == pytest.approx(final["test/accuracy"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_trial_killed_before_its_first_checkpoint_retrains_from_the_start_to_the_same_result(runs):
+    config, straight, _, _ = runs(UNSAVED)
+    result, log = runs(f"{UNSAVED}-unsaved")
+    assert config["train/checkpoint_s"] == 60 and result.error is None, result.error
+    assert [(e["event"], e.get("epoch", e.get("resumed"))) for e in entries(log)] == [
+        ("start", False), ("report", 1), ("start", False), ("report", 1), ("report", 2)]  # no checkpoint at epoch 1
+    for metric in TRAINABLES[UNSAVED].metrics:
+        if metric.startswith("val/"):
+            assert result.metrics[metric] == pytest.approx(straight.metrics[metric], abs=1e-6), metric
+    assert result.checkpoint is not None  # the last epoch always saves one
 
 
 @pytest.mark.slow

@@ -2,8 +2,8 @@
 
 Every trainable is a `Task` run by `fit`. Each epoch: a training pass (frozen parts' normalisation in eval
 mode, see models.train_mode), then the trained BatchNorm layers' statistics re-estimated on un-augmented
-training images (trainables.batchnorm, train/bn_reestimate_images), then validation and the report with
-its checkpoint; after the last epoch with eval/test, the held-out test split (trainables.evaluation), and
+training images (trainables.batchnorm, train/bn_reestimate_images), then validation and the report, with
+a checkpoint when train/checkpoint_s seconds have passed since the last one; after the last epoch with eval/test, the held-out test split (trainables.evaluation), and
 with the last report, the trial's pictures (trainables.figures) in its checkpoint's artifacts/figures/.
 A task with phases gets a fresh optimizer and schedule at the start of each phase (trainables.optim);
 a task where nothing trains is evaluated once and that result reported for every epoch."""
@@ -95,9 +95,13 @@ def restore(device: torch.device) -> dict | None:
         return torch.load(os.path.join(d, "state.pt"), map_location=device, weights_only=False)
 
 
-def report(metrics: dict, state: dict, artifacts: Callable[[str], object] | None = None) -> None:
-    """Report one epoch's metrics to Ray Tune with `state` saved as the trial's checkpoint, and
-    artifacts(folder) writing files into the checkpoint's CHECKPOINT_ARTIFACTS folder (for the trial's MLflow run)."""
+def report(metrics: dict, state: dict | None, artifacts: Callable[[str], object] | None = None) -> None:
+    """Report one epoch's metrics to Ray Tune with `state` saved as the trial's checkpoint (None: metrics
+    only), and artifacts(folder) writing files into the checkpoint's CHECKPOINT_ARTIFACTS folder (for the
+    trial's MLflow run)."""
+    if state is None:
+        tune.report(metrics)
+        return
     with tempfile.TemporaryDirectory() as d:
         torch.save(state, os.path.join(d, "state.pt"))
         if artifacts:
@@ -233,7 +237,8 @@ def phase_at(phases: tuple[Phase, ...], epoch: int) -> tuple[Phase, int]:
 
 
 def fit(cfg: dict, task: Task) -> None:
-    """Train `task` under the flat config cfg, reporting metrics and a checkpoint to Ray Tune every epoch."""
+    """Train `task` under the flat config cfg, reporting metrics to Ray Tune every epoch, with a checkpoint
+    every train/checkpoint_s seconds and at the last epoch."""
     device, data, model, loader = start_trial(cfg, task)
     state = restore(device)
     if task.loss is None:
@@ -244,7 +249,7 @@ def fit(cfg: dict, task: Task) -> None:
                    figures(task, model, loader, cfg, data, device) if last else None)
         return
     phases = (task.phases or one_phase)(cfg)
-    start_epoch, speed, phase = 0, Speed(), None
+    start_epoch, speed, phase, saved_at = 0, Speed(), None, time.monotonic()
     if state:
         model.load_state_dict(state["model"])
         start_epoch, speed = state["epoch"], Speed(**state["speed"])
@@ -267,11 +272,15 @@ def fit(cfg: dict, task: Task) -> None:
         metrics.update(epoch_metrics(epoch, train_loss, epoch_s, speed, data, cfg, device))
         if task.phases:
             metrics["phase"] = phase.number
-        if epoch == cfg["train/epochs"] and cfg["eval/test"]:  # once, on the held-out test split
+        last = epoch == cfg["train/epochs"]
+        if last and cfg["eval/test"]:  # once, on the held-out test split
             metrics.update(test_metrics(task, model, cfg, data, device))
-        report(metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "phase": phase.number,
-                         "epoch": epoch, "speed": speed.state()},
-               figures(task, model, loader, cfg, data, device) if epoch == cfg["train/epochs"] else None)
+        save = last or time.monotonic() - saved_at >= cfg["train/checkpoint_s"]
+        saved = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "phase": phase.number,
+                 "epoch": epoch, "speed": speed.state()} if save else None
+        report(metrics, saved, figures(task, model, loader, cfg, data, device) if last else None)
+        if save:
+            saved_at = time.monotonic()
 
 
 def evaluate_once(task: Task, model: nn.Module, loader: TrialLoader, cfg: dict, data: Data,

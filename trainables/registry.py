@@ -46,6 +46,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
                                    # validation, figures and checkpoints use the plain module (models.compile_training)
     "train/bn_reestimate_images": 1024,  # re-estimate BatchNorm statistics on this many un-augmented training
                                          # images before each validation; 0 = keep the running statistics
+    "train/checkpoint_s": 60.0,    # an epoch saves the trial's checkpoint (model and optimiser) when this many
+                                   # seconds have passed since the last one, the last epoch always; 0 = every
+                                   # epoch. A resumed or retried trial re-trains the epochs after it, identically
     "eval/test": False,            # after the last epoch, evaluate once on the held-out test split (tune-train;
                                    # a search never opens it)
     "eval/bootstrap": 1000,        # bootstrap resamples of the test images for the 95% intervals
@@ -139,6 +142,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "data/test_fraction": (0, 1, False, False),
     "data/workers": (0, _INF, True, True),
     "train/bn_reestimate_images": (0, _INF, True, True),
+    "train/checkpoint_s": (0, _INF, True, True),
     "eval/bootstrap": (1, _INF, True, True),
     "train/epochs": (1, _INF, True, True),
     "train/batch_size": (1, _INF, True, True),
