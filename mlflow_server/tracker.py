@@ -1,7 +1,8 @@
 """One MLflow parent run per experiment and one nested run per trial, written by the Ray driver.
 
 The tracker turns Ray Tune's trial events into writes of the parent run's WriteQueue
-(mlflow_server.write_queue), so an unreachable server never stops the trials.
+(mlflow_server.write_queue), written by its own thread: the server, slow or unreachable, never
+stops the trials or holds up Ray Tune's loop.
 """
 
 from __future__ import annotations
@@ -149,8 +150,10 @@ class TrialTracker(Callback):
         self._submit(trial, *ops, {"op": "end", "status": "FAILED", "time": int(time.time() * 1000)})
 
     def on_experiment_end(self, trials: list[Trial], **info):
-        """Wait up to `end_wait_s` for the server to take the rest; warn with what is left."""
+        """Wait up to `end_wait_s` for the server to take the rest, end the writer thread; warn with
+        what is left."""
         self.flush(self.end_wait_s)
+        self.queue.close()
         if summary := self.pending_summary():
             log.warning(summary)
 

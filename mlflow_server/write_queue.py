@@ -1,10 +1,12 @@
 """The durable, ordered queue of one parent run's MLflow writes, and the writer that empties it.
 
 An unreachable server never loses or reorders a write: each write is an operation (a JSON
-object naming its trial) queued in order, written as soon as the server answers, and kept
-meanwhile in the pending file `<pending_dir>/<parent run id>.jsonl`, which the next queue of
-the same parent run replays first. A replayed write never doubles anything: a run is found by
-its trial id before it is created, and a metric step already logged is skipped.
+object naming its trial) queued in order and saved at once in the pending file
+`<pending_dir>/<parent run id>.jsonl`, which the next queue of the same parent run replays
+first; the queue's writer thread writes it as soon as the server answers, so a Ray Tune
+callback that queues a write never waits for the server. A replayed write never doubles
+anything: a run is found by its trial id before it is created, and a metric step already
+logged is skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections import Counter, deque
 from pathlib import Path, PurePosixPath
@@ -43,7 +46,8 @@ class WriteQueue:
     run each trial has; the pending file holds the writes.
     """
 
-    _VOLATILE = ("_client", "_ops", "_saved", "_loaded", "_opened", "_retry_at", "rejected", "_last_step")
+    _VOLATILE = ("_client", "_ops", "_saved", "_loaded", "_opened", "_retry_at", "rejected", "_last_step",
+                 "_lock", "_draining", "_more", "_writer", "_closed")
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, pending_dir: str):
         self.uri = uri
@@ -63,9 +67,15 @@ class WriteQueue:
         self._retry_at = 0.0  # while the server is unreachable: when to ask it again
         self.rejected = 0  # writes the server refused as invalid (dropped, logged)
         self._last_step: dict[str, int] = {}  # run id -> the highest step it has metrics for
+        self._lock = threading.RLock()  # the queue, the pending file and the runs, between the two threads
+        self._draining = threading.Lock()  # one writer at a time: writes go out in order
+        self._more = threading.Event()  # set by put: the writer thread has work
+        self._writer: threading.Thread | None = None  # the writer thread while it runs
+        self._closed = False  # closed: no writer thread any more (flush still writes)
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in self._VOLATILE}
+        with self._lock:
+            return {k: dict(v) if k == "_runs" else v for k, v in self.__dict__.items() if k not in self._VOLATILE}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -79,35 +89,58 @@ class WriteQueue:
 
     def knows(self, trial_id: str) -> bool:
         """Whether the trial has a run, or its creation is queued (here or in the pending file)."""
-        self._load()
-        return trial_id in self._runs or trial_id in self._opened
+        with self._lock:
+            self._load()
+            return trial_id in self._runs or trial_id in self._opened
 
     def put(self, *ops: dict) -> None:
-        """Queue `ops` after the pending file's and write what can be written now."""
-        self._load()
+        """Queue `ops` after the pending file's, save them there, and have the writer thread write
+        them; returns without waiting for the server."""
         # The JSON round trip makes a write the same whether it goes now or from the file.
         ops = [json.loads(json.dumps(op, default=str)) for op in ops]
-        self._opened.update(op["trial"] for op in ops if op["op"] == "create")
-        self._ops.extend(ops)
-        self._drain()
+        with self._lock:
+            self._load()
+            self._opened.update(op["trial"] for op in ops if op["op"] == "create")
+            self._ops.extend(ops)
+            self._save(rewrite=False)
+            self._more.set()
+            if self._writer is None and not self._closed:
+                self._writer = threading.Thread(target=self._write_behind, name="mlflow-writes", daemon=True)
+                self._writer.start()
 
     def flush(self, wait_s: float = 0.0) -> int:
-        """Write what is queued, the pending file's first, asking the server every second for up
-        to `wait_s` seconds while it does not answer; return how many writes are still pending."""
+        """Write what is queued, the pending file's first, in this thread, asking the server every
+        second for up to `wait_s` seconds while it does not answer; return how many writes are
+        still pending."""
         deadline = time.monotonic() + wait_s
         while True:
             self._retry_at = min(self._retry_at, time.monotonic())  # ask now if it was down
             self._drain()
-            if not self._ops or time.monotonic() >= deadline:
-                return len(self._ops)
+            with self._lock:
+                left = len(self._ops)
+            if not left or time.monotonic() >= deadline:
+                return left
             time.sleep(min(1.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        """End the writer thread (what is left stays queued and in the pending file), so that
+        another queue of the same parent run can take over the file."""
+        with self._lock:
+            self._closed, writer = True, self._writer
+            self._more.set()
+        if writer is not None:
+            writer.join()
 
     def summary(self) -> str | None:
         """What could not be written, exactly (counts and the file), or None when nothing is.
 
         A new queue of the same parent run and pending folder tells what the file holds.
         """
-        self._load()
+        with self._lock:
+            self._load()
+            return self._summary()
+
+    def _summary(self) -> str | None:
         parts = []
         if self._ops:
             kinds = Counter(op["op"] for op in self._ops)
@@ -132,34 +165,57 @@ class WriteQueue:
 
     # --- writing, and the outage ----------------------------------------------------------
 
+    def _write_behind(self) -> None:
+        """The writer thread: write while there is work, asking a down server again every RETRY_S
+        seconds; it ends when the queue is empty (put starts another)."""
+        while True:
+            self._more.clear()
+            self._drain()
+            with self._lock:
+                if not self._ops or self._closed:
+                    self._writer = None
+                    return
+            self._more.wait(RETRY_S)
+
     def _drain(self) -> None:
         """Write queued operations in order until one fails for a reason that may pass.
 
         Never raises: an operation the server refuses as invalid is dropped with a warning;
-        any other failure keeps it first in line and marks the server unreachable.
+        any other failure keeps it first in line and marks the server unreachable. Only the
+        queue's bookkeeping holds the lock, never a request, so put never waits for the server.
         """
-        self._load()
-        done = 0
-        if self._ops and self._may_try():
-            while self._ops:
-                op = self._ops[0]
-                try:
-                    self._apply(op)
-                except Exception as exc:  # sorted below: nothing may reach Ray
-                    if _transient(exc):
-                        self._went_down(exc)
-                        break
-                    self.rejected += 1
-                    log.warning("MLflow refused the %s of trial %s; dropped it: %s",
-                                NOUNS.get(op["op"], op["op"]), op["trial"], exc)  # fmt: skip
-                self._ops.popleft()
-                done += 1
-            else:
-                if self._retry_at:
-                    log.warning("The MLflow server at %s answers again; the queued writes are in.",
-                                self.uri)  # fmt: skip
-                self._retry_at = 0.0
-        self._save(rewrite=done > 0)
+        with self._draining:
+            with self._lock:
+                self._load()
+                waiting = bool(self._ops)
+            done, stopped = 0, False
+            if waiting and self._may_try():
+                while op := self._first():
+                    try:
+                        self._apply(op)
+                    except Exception as exc:  # sorted below: nothing may reach Ray
+                        if _transient(exc):
+                            self._went_down(exc)
+                            stopped = True
+                            break
+                        self.rejected += 1
+                        log.warning("MLflow refused the %s of trial %s; dropped it: %s",
+                                    NOUNS.get(op["op"], op["op"]), op["trial"], exc)  # fmt: skip
+                    with self._lock:
+                        self._ops.popleft()
+                        self._saved = max(0, self._saved - 1)  # the file keeps it until rewritten: harmless
+                    done += 1
+                if not stopped:
+                    if self._retry_at:
+                        log.warning("The MLflow server at %s answers again; the queued writes are in.",
+                                    self.uri)  # fmt: skip
+                    self._retry_at = 0.0
+            with self._lock:
+                self._save(rewrite=done > 0)
+
+    def _first(self) -> dict | None:
+        with self._lock:
+            return self._ops[0] if self._ops else None
 
     def _may_try(self) -> bool:
         """Whether to write now: the server is up, or due to be asked again and answering."""
@@ -181,7 +237,9 @@ class WriteQueue:
 
     def _apply(self, op: dict) -> None:
         if op["op"] == "create":
-            self._runs[op["trial"]] = self._open_run(op)
+            run_id = self._open_run(op)
+            with self._lock:
+                self._runs[op["trial"]] = run_id
             return
         run_id = self._run_id(op["trial"])
         match op["op"]:
@@ -238,7 +296,8 @@ class WriteQueue:
                     f"Trial {trial_id} has no MLflow run under parent run {self.parent_run_id} "
                     "and none is queued for creation."
                 )
-            self._runs[trial_id] = run_id
+            with self._lock:
+                self._runs[trial_id] = run_id
         return self._runs[trial_id]
 
     def _find_run(self, trial_id: str) -> str | None:

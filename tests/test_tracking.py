@@ -317,6 +317,7 @@ def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, 
     tracker.on_trial_start(iteration=0, trials=[], trial=broken)
     broken.handle_error(RuntimeError("Traceback (most recent call last):\nValueError: loss is nan"))
     tracker.on_trial_error(iteration=1, trials=[], trial=broken)
+    tracker.on_experiment_end(trials=[])  # the writes go out on the queue's thread; Ray ends with this
 
     runs = {run.data.tags["medtune.trial_id"]: run for run in trial_runs(client, parent)}
     assert sorted(runs) == ["t_00000", "t_00001", "t_00002"]
@@ -346,12 +347,41 @@ def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, 
     assert tracker.pending_summary() is None and not tracker.pending_path.exists()
 
 
+def test_hooks_return_at_once_and_the_queues_thread_writes_everything_in_order(
+    client, experiment, make_trial, mlflow_server, pending_dir
+):
+    parent = get_or_create_parent_run(client, experiment, {})
+    tracker = TrialTracker(mlflow_server, experiment, parent, {}, str(pending_dir))
+    trials = [make_trial(f"t_0000{i}") for i in range(2)]
+    for trial in trials:
+        tracker.on_trial_start(iteration=0, trials=[], trial=trial)
+    for epoch in range(1, 26):  # two trials' results interleaved, as Ray delivers them
+        for i, trial in enumerate(trials):
+            report(tracker, trial, epoch, **{"val/f1_macro": epoch / 100 + i})
+    # the hooks returned before the server had the writes, which wait saved in the pending file
+    assert tracker.pending_path.exists()
+    for trial in trials:
+        tracker.on_trial_complete(iteration=25, trials=[], trial=trial)
+    tracker.on_experiment_end(trials=[])
+    assert tracker.pending_summary() is None and not tracker.pending_path.exists()
+    assert tracker.queue._writer is None  # the thread ended with the experiment
+
+    runs = {run.data.tags["medtune.trial_id"]: run for run in trial_runs(client, parent)}
+    assert sorted(runs) == ["t_00000", "t_00001"]
+    for i, trial in enumerate(trials):
+        run = runs[trial.trial_id]
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "val/f1_macro")
+        assert [(m.step, m.value) for m in history] == [(e, e / 100 + i) for e in range(1, 26)]
+
+
 def test_resumed_trial_continues_its_run(client, experiment, make_trial, mlflow_server, pending_dir):
     parent = get_or_create_parent_run(client, experiment, {})
     trial = make_trial("t_00000")
     tracker = TrialTracker(mlflow_server, experiment, parent, {}, str(pending_dir))
     tracker.on_trial_start(iteration=0, trials=[], trial=trial)
     report(tracker, trial, 1, **{"val/f1_macro": 0.4})
+    assert tracker.flush() == 0  # written, before the driver dies below
     restored = pickle.loads(pickle.dumps(tracker))  # Ray checkpoints callbacks by pickling
     assert restored.queue._client is None
 
@@ -362,6 +392,7 @@ def test_resumed_trial_continues_its_run(client, experiment, make_trial, mlflow_
     for epoch in (2, 3):
         report(resumed, trial, epoch, **{"val/f1_macro": 0.4 + epoch / 10})
     resumed.on_trial_complete(iteration=3, trials=[], trial=trial)
+    resumed.on_experiment_end(trials=[])
 
     (run,) = trial_runs(client, parent)
     assert run.info.run_id == restored.queue._runs["t_00000"]
@@ -382,7 +413,10 @@ def test_writes_to_an_unreachable_server_wait_in_a_file_the_next_tracker_replays
     for epoch in (1, 2, 3):
         report(offline, trial, epoch, **{"val/f1_macro": epoch / 10, "val/loss": 1 / epoch})
     offline.on_trial_complete(iteration=3, trials=[], trial=trial)
-    assert time.monotonic() - started < 20  # one bounded failure, then queued without asking
+    assert time.monotonic() - started < 1  # queued: the queue's own thread meets the dead server
+    assert offline.flush() == 6  # tried now, in this thread: one bounded failure
+    offline.queue.close()  # as at the experiment's end: its thread stops asking
+    assert time.monotonic() - started < 20
     assert trial_runs(client, parent) == []
     summary = offline.pending_summary()
     assert "6 MLflow writes" in summary and "6 metric points" in summary and dead in summary
@@ -412,6 +446,7 @@ def test_collect_trials_reads_typed_configs(client, experiment, make_trial, mlfl
         for epoch in range(1, epochs + 1):
             report(tracker, trial, epoch, **{"val/f1_macro": epoch / 10})
         tracker.on_trial_complete(iteration=epochs, trials=[], trial=trial)
+    tracker.on_experiment_end(trials=[])
 
     records = collect_trials(client, parent)
     assert [(r.trial_id, r.status) for r in records] == [("t_00000", "FINISHED"), ("t_00001", "KILLED")]

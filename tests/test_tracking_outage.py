@@ -78,7 +78,7 @@ class Outage(Callback):
     restarts it (same home and port) at that result, after `down_s` seconds of outage.
 
     After the restart it notes, at each later result, whether the tracker's pending file was
-    already gone: the backlog then went out on an ordinary callback, not at the end.
+    already gone: the backlog then went out while the trials ran (on the queue's thread), not at the end.
     """
 
     def __init__(self, home: str, port: int, pending: str, down_at: int, up_at: int | None = None,
@@ -101,7 +101,8 @@ class Outage(Callback):
 
 
 class TimedTracker(TrialTracker):
-    """The tracker, timing its per-result hook: it must stay short while the server is down."""
+    """The tracker, timing its per-result hook: it must stay short while the server is down (it only
+    queues; the queue's thread meets the server)."""
 
     slowest_s = 0.0
 
@@ -167,8 +168,8 @@ def test_server_restarted_mid_run_loses_and_doubles_nothing(tmp_path, server, fa
     client = MlflowClient(uri)
     points = assert_complete(client, parent)
     assert tracker.pending_summary() is None and not tracker.pending_path.exists()
-    assert any(cut.drained_after), "the backlog should go out on a callback once the server is back"
-    assert tracker.slowest_s < 15, tracker.slowest_s  # never the client's minutes of retries
+    assert any(cut.drained_after), "the backlog should go out while the trials run once the server is back"
+    assert tracker.slowest_s < 1, tracker.slowest_s  # queued only: it never waits for the server
     fault_log(fault="MLflow server stopped mid-run, restarted on the same home and port >= 3 s later",
               outcome=f"trials went on; 3/3 runs, {points}/{points} metric points exactly once, statuses "
                       "right; backlog written on a later callback",
@@ -185,7 +186,7 @@ def test_server_gone_until_the_end_leaves_an_exact_pending_file(tmp_path, server
     queued = {(op["trial"], k, step, v) for op in ops if op["op"] == "metrics" for k, v, _, step in op["metrics"]}
     assert f"{len(ops)} MLflow writes" in summary and f"{len(queued)} metric points" in summary
     assert str(pending) in summary
-    assert tracker.slowest_s < 15, tracker.slowest_s
+    assert tracker.slowest_s < 1, tracker.slowest_s
     backup = tmp_path / "pending-copy.jsonl"
     shutil.copy(pending, backup)
 
