@@ -21,21 +21,82 @@ Figures, over --seeds seeds (median and interquartile range):
   table's range, reference point its worst), as a share of the whole table's, at each budget share.
 The speed objective is by default a load-free stand-in, images per GFLOP of training (the table's FLOPs
 per image); --speed measured uses the throughput measured when the table was built.
+--tpe KEY=VALUE (repeatable) replays TPE with make_sampler's settings changed, e.g. --tpe n_startup_trials=5
+--tpe group=true; --first-seed shifts the seeds (to confirm a finding on seeds it was not chosen on).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import heapq
 import json
+import math
 import os
 import statistics
 import time
+import warnings
 
 import numpy as np
 
 SETUPS = (("random", "fifo"), ("random", "asha"), ("tpe", "fifo"), ("tpe", "asha"), ("tpe", "moasha"),
           ("random", "moasha"))
 SHARES = (0.25, 0.5, 1.0)
+
+
+def capped_gamma(fraction: float, n: int) -> int:
+    """Optuna's default_gamma with another fraction: the best ceil(fraction * n) trials, at most 25, form l(x)."""
+    return min(math.ceil(fraction * n), 25)
+
+
+def parse_bool(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError("true or false")
+    return text.lower() == "true"
+
+
+def parse_count(text: str, low: int) -> int:
+    if not text.isdigit() or int(text) < low:
+        raise ValueError(f"an integer >= {low}")
+    return int(text)
+
+
+def parse_number(text: str, high: float, accepted: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value <= high and math.isfinite(value)):
+        raise ValueError(accepted)
+    return value
+
+
+TPE_SETTINGS = {
+    "n_startup_trials": lambda t: parse_count(t, 0), "n_ei_candidates": lambda t: parse_count(t, 1),
+    "multivariate": parse_bool, "group": parse_bool, "constant_liar": parse_bool, "consider_endpoints": parse_bool,
+    "prior_weight": lambda t: parse_number(t, math.inf, "a positive number"),
+    "gamma": lambda t: functools.partial(capped_gamma, parse_number(
+        t, 1.0, "a fraction in (0, 1]: the share of finished trials (at most 25) that forms l(x), Optuna's 0.1")),
+}
+
+
+def tpe_settings(items: list[str]) -> dict:
+    """--tpe KEY=VALUE items as TPESampler keyword arguments; ValueError names the bad item and what is accepted."""
+    from search.sampling import make_sampler
+
+    settings = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in TPE_SETTINGS:
+            raise ValueError(f"--tpe {item!r}: expected KEY=VALUE with KEY one of {', '.join(TPE_SETTINGS)}")
+        try:
+            settings[key] = TPE_SETTINGS[key](text)
+        except ValueError as e:
+            raise ValueError(f"--tpe {item!r}: {key} takes {e}; got {text!r}") from None
+    try:
+        make_sampler("tpe", 0, **settings)
+    except ValueError as e:
+        raise ValueError(f"--tpe {' '.join(items)}: Optuna refuses these settings: {e}") from None
+    return settings
 
 
 class Table:
@@ -82,9 +143,9 @@ class Table:
 
 
 def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurrency: int, budget: int,
-           objectives: dict) -> dict:
-    """One search on objectives (the table's, or its primary alone): the trial-epochs at which each trial
-    that ran its whole budget ended, with its row."""
+           objectives: dict, tpe: dict) -> dict:
+    """One search on objectives (the table's, or its primary alone), TPE with make_sampler's settings unless tpe
+    changes them: the trial-epochs at which each trial that ran its whole budget ended, with its row."""
     import optuna
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import TrialScheduler
@@ -97,10 +158,13 @@ def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurr
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     constants = {**space.defaults, **table.constants}
     metrics, modes = list(objectives), list(objectives.values())
+    with warnings.catch_warnings():  # Optuna's deprecation and experimental warnings: shown once, by tpe_settings
+        warnings.simplefilter("ignore")
+        chosen = make_sampler(sampler, seed, **(tpe if sampler == "tpe" else {}))
     searcher = ResumableOptunaSearch(space=SpaceSampler(space, constants, set(table.constants)),
                                      metric=metrics if len(metrics) > 1 else metrics[0],
                                      mode=modes if len(modes) > 1 else modes[0],
-                                     sampler=make_sampler(sampler, seed), study_name=f"replay-{seed}")
+                                     sampler=chosen, study_name=f"replay-{seed}")
     chooser = make_scheduler(scheduler, objectives, table.epochs)
     running, done, spent, count = [], [], 0, 0
 
@@ -155,6 +219,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("table", nargs="?", default="benchmarks/multitask_table.json")
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--budget", type=int, help="trial-epochs per search (default: the table's, rows x epochs)")
     parser.add_argument("--tolerance", type=float, default=0.01)
@@ -163,8 +228,15 @@ def main() -> None:
     parser.add_argument("--primary-only", action="store_true",
                         help="search and stop on the primary objective alone, as a one-objective space does "
                              "(hypervolumes still over the table's objectives)")
+    parser.add_argument("--tpe", action="append", default=[], metavar="KEY=VALUE",
+                        help="a TPESampler setting for the replay (repeatable): " + ", ".join(TPE_SETTINGS)
+                             + "; gamma=F is min(ceil(F * n), 25), Optuna's default form with F = 0.1")
     parser.add_argument("-o", "--output", help="write the per-seed figures here (JSON)")
     args = parser.parse_args()
+    try:
+        tpe = tpe_settings(args.tpe)
+    except ValueError as e:
+        parser.error(str(e))
 
     from search.spacefile import load_space
 
@@ -178,14 +250,15 @@ def main() -> None:
     within = int((table.finals[:, 0] >= target).sum())
     print(f"{args.table}: {len(table.rows)} rows x {table.epochs} epochs; best final {table.primary} "
           f"{table.signs[0] * table.best:.4f}, {within} rows within {args.tolerance:.0%}; budget {budget} trial-epochs, "
-          f"{args.concurrency} trials at once, {args.seeds} seeds, searched on {', '.join(objectives)}, "
+          f"{args.concurrency} trials at once, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}, "
+          f"searched on {', '.join(objectives)}, TPE: {' '.join(args.tpe) or 'make_sampler'}, "
           f"speed objective: {args.speed}; "
           f"load average {os.getloadavg()[0]:.1f}")
     t0, out = time.perf_counter(), {}
     for setup in args.setups.split(","):
         sampler, scheduler = setup.split("+")
-        runs = [replay(table, space, sampler, scheduler, seed, args.concurrency, budget, objectives)
-                for seed in range(args.seeds)]
+        runs = [replay(table, space, sampler, scheduler, seed, args.concurrency, budget, objectives, tpe)
+                for seed in range(args.first_seed, args.first_seed + args.seeds)]
         out[setup] = {**figures(table, runs, budget, args.tolerance), "trials": [r["trials"] for r in runs]}
     base = out.get("random+fifo")
     print(f"{'setup':14} {'found':>6} {'trial-epochs to 1%: median [IQR]':>34} {'vs random':>9}  "

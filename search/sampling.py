@@ -56,12 +56,13 @@ class SpaceSampler:
         return {k: v for k, v in self.constants.items() if k not in trial.params}
 
 
-def make_sampler(name: str, seed: int | None):
-    """Optuna sampler by name: TPE (multi-objective TPE for several objectives), NSGA-II, random."""
+def make_sampler(name: str, seed: int | None, **tpe):
+    """Optuna sampler by name: TPE (multi-objective TPE for several objectives), NSGA-II, random. `tpe`:
+    TPESampler settings over the search's (the tabular replay's --tpe)."""
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+        return optuna.samplers.TPESampler(seed=seed, **{"multivariate": True, "constant_liar": True, **tpe})
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
