@@ -36,7 +36,8 @@ def test_mining_gives_valid_triplets_and_loss(strategy):
     if strategy == "augmented":
         assert (p == a + len(images)).all() and (n < len(images)).all()
         torch.manual_seed(1)  # the same draws: the positive is the embedding of the augmented anchor
-        assert torch.allclose(embeddings[len(images):], embed(augment(images)))
+        # (a batch of 18 and one of 9 round differently, by ~3e-7 on some CPUs)
+        assert torch.allclose(embeddings[len(images):], embed(augment(images)), atol=1e-6)
         assert not torch.allclose(embeddings[len(images):], embeddings[:len(images)])
     if strategy == "batch_hard":  # the farthest positive and the nearest negative of each anchor
         dist = torch.cdist(embeddings, embeddings)
