@@ -14,7 +14,9 @@ no checkpoint files, no tracking) at Ray's trial niceness (--nice), so that a bu
 the first trial's first epoch (Ray's result timestamps are whole seconds); per trial, Ray's time_total_s
 against the same config's time in the loop (the overhead inside a trial: reports, checkpoints, the
 worker); and what is left, the experiment's fixed cost (Ray and MLflow start, preflight, summary). The
-load average is printed: on a busy machine the figures say little; rerun on an idle one.
+load average is printed: on a busy machine the figures say little; rerun on an idle one. Where the
+environment sets PYTHONDONTWRITEBYTECODE, unset it (as .ci/run does): every process would otherwise compile
+all it imports, about twice the start and twice a fresh Ray worker's imports of an ordinary install.
 """
 from __future__ import annotations
 

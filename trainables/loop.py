@@ -3,8 +3,9 @@
 Every trainable is a `Task` run by `fit`. Each epoch: a training pass (frozen parts' normalisation in eval
 mode, see models.train_mode), then the trained BatchNorm layers' statistics re-estimated on un-augmented
 training images (trainables.batchnorm, train/bn_reestimate_images), then validation and the report, with
-a checkpoint when train/checkpoint_s seconds have passed since the last one; after the last epoch with eval/test, the held-out test split (trainables.evaluation), and
-with the last report, the trial's pictures (trainables.figures) in its checkpoint's artifacts/figures/.
+a checkpoint when train/checkpoint_s seconds have passed since the last one and at the last epoch; after
+the last epoch with eval/test, the held-out test split (trainables.evaluation), and with the last report,
+the trial's pictures (trainables.figures) in its checkpoint's artifacts/figures/.
 A task with phases gets a fresh optimizer and schedule at the start of each phase (trainables.optim);
 a task where nothing trains is evaluated once and that result reported for every epoch."""
 from __future__ import annotations
