@@ -22,7 +22,8 @@ Figures, over --seeds seeds (median and interquartile range):
 The speed objective is by default a load-free stand-in, images per GFLOP of training (the table's FLOPs
 per image); --speed measured uses the throughput measured when the table was built.
 --tpe KEY=VALUE (repeatable) replays TPE with make_sampler's settings changed, e.g. --tpe n_startup_trials=5
---tpe group=true; --first-seed shifts the seeds (to confirm a finding on seeds it was not chosen on).
+--tpe group=true; --reduction-factor N replays ASHA and MO-ASHA keeping 1/N at each rung; --first-seed shifts
+the seeds (to confirm a finding on seeds it was not chosen on).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ import numpy as np
 SETUPS = (("random", "fifo"), ("random", "asha"), ("tpe", "fifo"), ("tpe", "asha"), ("tpe", "moasha"),
           ("random", "moasha"))
 SHARES = (0.25, 0.5, 1.0)
+HALVING = ("asha", "moasha")  # the schedulers --reduction-factor applies to
 
 
 def capped_gamma(fraction: float, n: int) -> int:
@@ -143,9 +145,10 @@ class Table:
 
 
 def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurrency: int, budget: int,
-           objectives: dict, tpe: dict) -> dict:
+           objectives: dict, tpe: dict, schedule: dict) -> dict:
     """One search on objectives (the table's, or its primary alone), TPE with make_sampler's settings unless tpe
-    changes them: the trial-epochs at which each trial that ran its whole budget ended, with its row."""
+    changes them, the scheduler with make_scheduler's unless schedule does: the trial-epochs at which each
+    trial that ran its whole budget ended, with its row."""
     import optuna
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import TrialScheduler
@@ -165,7 +168,7 @@ def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurr
                                      metric=metrics if len(metrics) > 1 else metrics[0],
                                      mode=modes if len(modes) > 1 else modes[0],
                                      sampler=chosen, study_name=f"replay-{seed}")
-    chooser = make_scheduler(scheduler, objectives, table.epochs)
+    chooser = make_scheduler(scheduler, objectives, table.epochs, **(schedule if scheduler in HALVING else {}))
     running, done, spent, count = [], [], 0, 0
 
     def start(now: int) -> None:
@@ -231,8 +234,13 @@ def main() -> None:
     parser.add_argument("--tpe", action="append", default=[], metavar="KEY=VALUE",
                         help="a TPESampler setting for the replay (repeatable): " + ", ".join(TPE_SETTINGS)
                              + "; gamma=F is min(ceil(F * n), 25), Optuna's default form with F = 0.1")
+    parser.add_argument("--reduction-factor", type=int, metavar="N",
+                        help="ASHA's and MO-ASHA's reduction factor (make_scheduler's: 2): a rung keeps 1/N")
     parser.add_argument("-o", "--output", help="write the per-seed figures here (JSON)")
     args = parser.parse_args()
+    if args.reduction_factor is not None and args.reduction_factor < 2:
+        parser.error(f"--reduction-factor {args.reduction_factor}: takes a whole number of 2 or more")
+    schedule = {"reduction_factor": args.reduction_factor} if args.reduction_factor else {}
     try:
         tpe = tpe_settings(args.tpe)
     except ValueError as e:
@@ -252,12 +260,13 @@ def main() -> None:
           f"{table.signs[0] * table.best:.4f}, {within} rows within {args.tolerance:.0%}; budget {budget} trial-epochs, "
           f"{args.concurrency} trials at once, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}, "
           f"searched on {', '.join(objectives)}, TPE: {' '.join(args.tpe) or 'make_sampler'}, "
+          f"reduction factor: {args.reduction_factor or 'make_scheduler'}, "
           f"speed objective: {args.speed}; "
           f"load average {os.getloadavg()[0]:.1f}")
     t0, out = time.perf_counter(), {}
     for setup in args.setups.split(","):
         sampler, scheduler = setup.split("+")
-        runs = [replay(table, space, sampler, scheduler, seed, args.concurrency, budget, objectives, tpe)
+        runs = [replay(table, space, sampler, scheduler, seed, args.concurrency, budget, objectives, tpe, schedule)
                 for seed in range(args.first_seed, args.first_seed + args.seeds)]
         out[setup] = {**figures(table, runs, budget, args.tolerance), "trials": [r["trials"] for r in runs]}
     base = out.get("random+fifo")

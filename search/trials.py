@@ -12,23 +12,24 @@ from search.spacefile import Space
 def ray_scheduler(ray_name: str, **params):
     """A factory of Ray Tune's scheduler `ray_name` on the first objective (tune.create_scheduler passes
     each scheduler only the parameters it takes)."""
-    def make(objectives: dict[str, str], max_t: int):
+    def make(objectives: dict[str, str], max_t: int, **settings):
         from ray import tune
 
         metric, mode = next(iter(objectives.items()))
-        return tune.create_scheduler(ray_name, metric=metric, mode=mode, max_t=max_t, **params)
+        return tune.create_scheduler(ray_name, metric=metric, mode=mode, max_t=max_t, **{**params, **settings})
 
     return make
 
 
-def moasha(objectives: dict[str, str], max_t: int):
+def moasha(objectives: dict[str, str], max_t: int, grace_period: int = 1, reduction_factor: int = 2):
     """Our multi-objective ASHA (search.moasha), on every objective."""
     from search.moasha import MultiObjectiveASHA
 
-    return MultiObjectiveASHA(list(objectives), list(objectives.values()), max_t, grace_period=1, reduction_factor=2)
+    return MultiObjectiveASHA(list(objectives), list(objectives.values()), max_t, grace_period=grace_period,
+                              reduction_factor=reduction_factor)
 
 
-# --scheduler name -> factory(objectives, max_t)
+# --scheduler name -> factory(objectives, max_t, **settings over ours)
 SCHEDULERS = {
     "asha": ray_scheduler("async_hyperband", grace_period=1, reduction_factor=2),
     "moasha": moasha,
@@ -41,11 +42,12 @@ SCHEDULERS = {
 PAUSING = {"hyperband"}  # schedulers that pause trials and continue them later from their last checkpoint
 
 
-def make_scheduler(name: str, objectives: dict[str, str], max_t: int):
-    """The scheduler `name` on the first objective, or on all of them (moasha)."""
+def make_scheduler(name: str, objectives: dict[str, str], max_t: int, **settings):
+    """The scheduler `name` on the first objective, or on all of them (moasha); `settings` (e.g.
+    reduction_factor, the tabular replay's --reduction-factor) over ours."""
     if name not in SCHEDULERS:
         raise UsageError(f"Unknown scheduler {name!r}; accepted: {', '.join(SCHEDULERS)}.")
-    return SCHEDULERS[name](objectives, max_t)
+    return SCHEDULERS[name](objectives, max_t, **settings)
 
 
 class Trials:
