@@ -35,7 +35,8 @@ def run_tune(args, name: str) -> tuple[float, float]:
     """Run tune-run; (start, end) wall-clock times (seconds since the epoch)."""
     tune_run = os.path.join(os.path.dirname(sys.executable), "tune-run")
     command = [tune_run, args.space, "--scheduler", "fifo", "--sampler", "random", "--num-samples",
-               str(args.num_samples), "--max-concurrent", str(args.processes), "--name", name, *(["--smoke-test"] if args.smoke_test else []),
+               str(args.num_samples), "--max-concurrent", str(args.processes), "--name", name,
+               *(["--smoke-test"] if args.smoke_test else []),
                *[a for s in args.set for a in ("--set", s)]]
     if args.profile:
         command = [sys.executable, "-m", "cProfile", "-o", args.profile, *command]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -36,7 +35,7 @@ def timed_reports(config: dict) -> None:
         time.sleep(config["sleep"])
         started = time.perf_counter()
         metrics = {"epoch": epoch, "val/score": float(epoch)}
-        report(metrics, state) if state else tune.report(metrics)
+        report(metrics, state)
         seconds.append(time.perf_counter() - started)
     tune.report({"epoch": config["epochs"] + 1, "all_report_s": seconds})
 
@@ -112,7 +111,6 @@ def main() -> None:
         sizes = [int(size) for size in args.sizes.split(",")]
     except ValueError:
         parser.error(f"--sizes {args.sizes!r}: expected whole MB separated by commas, e.g. 30,300")
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     print(f"load average {os.getloadavg()[0]:.1f}")
     print("\n".join(trial_reports(sizes, args.epochs, args.sleep)))
     tracker_hooks(args.results)
