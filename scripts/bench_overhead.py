@@ -7,21 +7,25 @@ tune-run runs trials at once.
           --set data/fraction=0.25                                                    # ~24 s trials
     $ uv run python scripts/bench_overhead.py ... --profile overhead.prof   # the driver under cProfile
 
-tune-run runs with --scheduler fifo --sampler random (every trial runs its whole budget) in $MEDTUNE_HOME
-(and starts its MLflow server there if none runs); the configs its trials ran are then trained again by
-scripts/bench_tabular_build.train_in_process in --processes spawned processes (imports included, no Ray,
-no checkpoint files, no tracking) at Ray's trial niceness (--nice), so that a busy machine favours neither. Printed: both wall times and their ratio; the time from the start to
-the first trial's first epoch (Ray's result timestamps are whole seconds); per trial, Ray's time_total_s
-against the same config's time in the loop (the overhead inside a trial: reports, checkpoints, the
-worker); and what is left, the experiment's fixed cost (Ray and MLflow start, preflight, summary). The
-load average is printed: on a busy machine the figures say little; rerun on an idle one. Where the
-environment sets PYTHONDONTWRITEBYTECODE, unset it (as .ci/run does): every process would otherwise compile
-all it imports, about twice the start and twice a fresh Ray worker's imports of an ordinary install.
+tune-run runs with --scheduler fifo --sampler random (every trial runs its whole budget) in $MEDTUNE_HOME (and
+starts its MLflow server there if none runs); the configs its trials ran are then trained again by
+scripts/bench_tabular_build.train_in_process in --processes spawned processes (imports included, no Ray, no
+checkpoint files, no tracking) at Ray's trial niceness (--nice), so that a busy machine favours neither.
+Printed: both wall times and their ratio; the time from the start to the first trial's first epoch (Ray's
+result timestamps are whole seconds); tune-run's phases, from its live view's lines as they arrive (the start
+up to the first trial's start, the trials, and the tail from the last trial's end to the exit: the summary);
+per trial, Ray's time_total_s against the same config's time in the loop (the overhead inside a trial:
+reports, checkpoints, the worker); and what is left, the experiment's fixed cost (Ray and MLflow start,
+preflight, summary). The load average is printed: on a busy machine the figures say little; rerun on an idle
+one. Where the environment sets PYTHONDONTWRITEBYTECODE, unset it (as .ci/run does): every process would
+otherwise compile all it imports, about twice the start and twice a fresh Ray worker's imports of an ordinary
+install.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -31,8 +35,12 @@ from bench_tabular_build import train_in_process
 from space_args import space_parser
 
 
-def run_tune(args, name: str) -> tuple[float, float]:
-    """Run tune-run; (start, end) wall-clock times (seconds since the epoch)."""
+PROGRESS = re.compile(r"\[\s*\d+:\d\d\] ")  # the live view's lines: a trial started, ended, ...
+
+
+def run_tune(args, name: str) -> tuple[float, float, list[float]]:
+    """Run tune-run; (start, end) wall-clock times (seconds since the epoch) and the times of its live
+    view's lines (the first: the first trial started; the last: the last trial ended)."""
     tune_run = os.path.join(os.path.dirname(sys.executable), "tune-run")
     command = [tune_run, args.space, "--scheduler", "fifo", "--sampler", "random", "--num-samples",
                str(args.num_samples), "--max-concurrent", str(args.processes), "--name", name,
@@ -40,13 +48,17 @@ def run_tune(args, name: str) -> tuple[float, float]:
                *[a for s in args.set for a in ("--set", s)]]
     if args.profile:
         command = [sys.executable, "-m", "cProfile", "-o", args.profile, *command]
-    start = time.time()
-    with open(f"/tmp/{name}.log", "w") as log:
-        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
+    start, progress = time.time(), []
+    with open(f"/tmp/{name}.log", "w") as log, subprocess.Popen(command, stdout=subprocess.PIPE,
+                                                                 stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            if PROGRESS.match(line):
+                progress.append(time.time())
+            log.write(line)
     end = time.time()
-    if code:
-        raise SystemExit(f"tune-run exited with {code}; see /tmp/{name}.log")
-    return start, end
+    if proc.returncode:
+        raise SystemExit(f"tune-run exited with {proc.returncode}; see /tmp/{name}.log")
+    return start, end, progress
 
 
 def tune_trials(name: str) -> list[tuple[dict, float, float]]:
@@ -79,7 +91,7 @@ def main() -> None:
     space_path = load_space(args.space).path
     name = f"overhead-{time.strftime('%Y%m%d-%H%M%S')}"
     load = [os.getloadavg()[0]]
-    start, end = run_tune(args, name)
+    start, end, progress = run_tune(args, name)
     load.append(os.getloadavg()[0])
     trials = tune_trials(name)
     loop_start = time.time()
@@ -96,6 +108,8 @@ def main() -> None:
     print(f"tune-run {tune_s:.1f} s, plain loop {loop_s:.1f} s: ratio {tune_s / loop_s:.2f}")
     print(f"first epoch reported after: tune-run {min(t for _, _, t in trials) - start:.0f} s (1 s resolution), "
           f"loop {min(ep[0]['at'] for ep in loop) - loop_start:.1f} s")
+    print(f"tune-run's phases: {progress[0] - start:.1f} s to the first trial's start, {progress[-1] - progress[0]:.1f} s "
+          f"of trials (to the last trial's end), {end - progress[-1]:.1f} s from there to its exit (the summary)")
     print(f"inside a trial (Ray's time_total_s - the loop's time for its config): mean {statistics.fmean(in_trial):.2f} s,"
           f" per trial {', '.join(f'{x:.1f}' for x in in_trial)}")
     print(f"left, per trial: {(tune_s - loop_s) / slots - statistics.fmean(in_trial):.2f} s "

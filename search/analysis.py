@@ -5,7 +5,8 @@ parent run.
 
 Importance is computed over the COMPLETE trials only (those that reached train/epochs; a
 pruned trial's last value is not comparable), per objective, with two of Optuna's evaluators:
-PED-ANOVA (what the top 10% of trials share) and fANOVA (variance explained, a random forest).
+PED-ANOVA (what the top 10% of trials share) and fANOVA (variance explained, a random forest),
+in search.importance, imported only by an analysis that computes it (it imports scikit-learn).
 """
 from __future__ import annotations
 
@@ -17,8 +18,6 @@ import tempfile
 import warnings
 
 import optuna
-from optuna.importance import BaseImportanceEvaluator, FanovaImportanceEvaluator, PedAnovaImportanceEvaluator
-from optuna.importance import get_param_importances
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from search.errors import UsageError
@@ -31,11 +30,6 @@ STEADY_COMPLETE = 50  # from here PED-ANOVA's top 10% holds the 5 trials Optuna 
 FOLDER = "analysis"  # the parent run's artifact folder
 PAGE = "analysis.html"  # every chart, interactive, in FOLDER
 STATE_WORDS = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "stopped early", TrialState.FAIL: "failed"}
-
-
-def evaluators() -> dict[str, BaseImportanceEvaluator]:
-    """The importance evaluators by file name: PED-ANOVA and fANOVA (seeded: the same numbers each time)."""
-    return {"ped_anova": PedAnovaImportanceEvaluator(), "fanova": FanovaImportanceEvaluator(seed=0)}
 
 
 def load_search(name: str, home: str) -> optuna.Study:
@@ -96,6 +90,8 @@ def write_analysis(study: optuna.Study, objectives: list[str], folder: str) -> l
             lines.append(f"  importance skipped: it needs at least {IMPORTANCE_MIN_COMPLETE} completed trials and a "
                          f"parameter they vary ({len(done)} completed, {len(varied)} varied)")
         else:
+            from search.importance import importance  # scikit-learn's import: only for an analysis that has one
+
             lines += importance(copies, objectives, len(done), charts)
         charts.add("parallel_coordinate", "plot_parallel_coordinate", copies[0], target_name=objectives[0])
         for name, single in zip(objectives, copies):
@@ -104,43 +100,6 @@ def write_analysis(study: optuna.Study, objectives: list[str], folder: str) -> l
             charts.add("pareto_front", "plot_pareto_front", study, target_names=objectives)
     charts.write_page(f"Analysis of search {study.study_name}")
     return lines
-
-
-def importance(copies: list[optuna.Study], objectives: list[str], n_complete: int, charts: Charts) -> list[str]:
-    """Per objective and evaluator: the importances (importance.json) and their bar chart; the
-    summary lines with the top parameters under both evaluators."""
-    numbers = {name: {key: get_param_importances(single, evaluator=evaluator)
-                      for key, evaluator in evaluators().items()}
-               for name, single in zip(objectives, copies)}
-    lines = [f"Importance over the {n_complete} completed trials only (PED-ANOVA / fANOVA; the top {TOP_PARAMS} "
-             f"by PED-ANOVA):"]
-    if n_complete < STEADY_COMPLETE:
-        lines.append(f"  (rough with fewer than {STEADY_COMPLETE} completed trials: PED-ANOVA's top 10% is then "
-                     f"fewer than 5 trials)")
-    for name, single in zip(objectives, copies):
-        for key in evaluators():
-            charts.add(f"importance_{slug(name)}_{key}", "plot_param_importances", single,
-                       evaluator=_Fixed(numbers[name][key]), target_name=name)
-        ped, fanova = numbers[name]["ped_anova"], numbers[name]["fanova"]
-        lines.append(f"  {name} ({single.direction.name.lower()}):")
-        lines += [f"    {param:<28} {ped[param]:.3f}  {fanova.get(param, 0.0):.3f}" for param in list(ped)[:TOP_PARAMS]]
-    described = {"ped_anova": "optuna.importance.PedAnovaImportanceEvaluator(): the top 10% of trials against all",
-                 "fanova": "optuna.importance.FanovaImportanceEvaluator(seed=0)"}
-    with open(os.path.join(charts.folder, "importance.json"), "w") as f:
-        json.dump({"trials": f"COMPLETE only ({n_complete})", "evaluators": described, "importance": numbers}, f,
-                  indent=2)
-    return lines
-
-
-class _Fixed(BaseImportanceEvaluator):
-    """An importance 'evaluator' returning numbers already computed, so a chart is not a second
-    (and for fANOVA, slow) evaluation."""
-
-    def __init__(self, importances: dict[str, float]):
-        self.importances = importances
-
-    def evaluate(self, study, params=None, *, target=None) -> dict[str, float]:
-        return dict(self.importances)
 
 
 class Charts:
