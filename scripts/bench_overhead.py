@@ -23,6 +23,8 @@ install.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import multiprocessing
 import os
 import re
@@ -38,9 +40,28 @@ from space_args import space_parser
 PROGRESS = re.compile(r"\[\s*\d+:\d\d\] ")  # the live view's lines: a trial started, ended, ...
 
 
-def run_tune(args, name: str) -> tuple[float, float, list[float]]:
-    """Run tune-run; (start, end) wall-clock times (seconds since the epoch) and the times of its live
-    view's lines (the first: the first trial started; the last: the last trial ended)."""
+def cpu_seconds(driver: int) -> dict[int, tuple[str, float]]:
+    """Every process's (group, user + system CPU-seconds so far): the driver, Ray's trial workers
+    (titled ray::...), Ray's own processes, the MLflow server, and the rest by name."""
+    import ray  # noqa: F401  (it puts its own copy of psutil on the path)
+    import psutil
+
+    seconds = {}
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            line = " ".join(proc.info["cmdline"] or [])
+            group = ("driver" if proc.pid == driver else "Ray's trial workers" if line.startswith("ray::")
+                     else "Ray's own processes" if "/ray/" in line or proc.info["name"] in ("raylet", "gcs_server")
+                     else "the MLflow server" if "mlflow" in line else proc.info["name"])
+            times = proc.cpu_times()
+            seconds[proc.pid] = (group, times.user + times.system)
+    return seconds
+
+
+def run_tune(args, name: str) -> tuple[float, float, list[float], dict[str, float]]:
+    """Run tune-run; (start, end) wall-clock times (seconds since the epoch), the times of its live
+    view's lines (the first: the first trial started; the last: the last trial ended), and the CPU-seconds
+    each group of processes (cpu_seconds) used between those two lines, while the trials ran."""
     tune_run = os.path.join(os.path.dirname(sys.executable), "tune-run")
     command = [tune_run, args.space, "--scheduler", "fifo", "--sampler", "random", "--num-samples",
                str(args.num_samples), "--max-concurrent", str(args.processes), "--name", name,
@@ -48,17 +69,22 @@ def run_tune(args, name: str) -> tuple[float, float, list[float]]:
                *[a for s in args.set for a in ("--set", s)]]
     if args.profile:
         command = [sys.executable, "-m", "cProfile", "-o", args.profile, *command]
-    start, progress = time.time(), []
+    start, progress, first, last = time.time(), [], None, None
     with open(f"/tmp/{name}.log", "w") as log, subprocess.Popen(command, stdout=subprocess.PIPE,
                                                                  stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
             if PROGRESS.match(line):
                 progress.append(time.time())
+                last = cpu_seconds(proc.pid)
+                first = first or last
             log.write(line)
     end = time.time()
     if proc.returncode:
         raise SystemExit(f"tune-run exited with {proc.returncode}; see /tmp/{name}.log")
-    return start, end, progress
+    used = collections.Counter()
+    for pid, (group, seconds) in last.items():
+        used[group] += seconds - first.get(pid, (group, 0.0))[1]
+    return start, end, progress, used
 
 
 def tune_trials(name: str) -> list[tuple[dict, float, float]]:
@@ -91,7 +117,7 @@ def main() -> None:
     space_path = load_space(args.space).path
     name = f"overhead-{time.strftime('%Y%m%d-%H%M%S')}"
     load = [os.getloadavg()[0]]
-    start, end, progress = run_tune(args, name)
+    start, end, progress, used = run_tune(args, name)
     load.append(os.getloadavg()[0])
     trials = tune_trials(name)
     loop_start = time.time()
@@ -110,6 +136,8 @@ def main() -> None:
           f"loop {min(ep[0]['at'] for ep in loop) - loop_start:.1f} s")
     print(f"tune-run's phases: {progress[0] - start:.1f} s to the first trial's start, {progress[-1] - progress[0]:.1f} s "
           f"of trials (to the last trial's end), {end - progress[-1]:.1f} s from there to its exit (the summary)")
+    print("CPU-seconds while the trials ran: " + ", ".join(f"{group} {seconds:.1f}" for group, seconds
+                                                          in used.most_common(5)))
     print(f"inside a trial (Ray's time_total_s - the loop's time for its config): mean {statistics.fmean(in_trial):.2f} s,"
           f" per trial {', '.join(f'{x:.1f}' for x in in_trial)}")
     print(f"left, per trial: {(tune_s - loop_s) / slots - statistics.fmean(in_trial):.2f} s "
