@@ -8,6 +8,7 @@ import subprocess
 
 import optuna
 import pytest
+import ray
 import torch
 from mlflow import MlflowClient
 
@@ -63,9 +64,11 @@ def extended(tmp_path_factory, mlflow_server):
     stop_ray()  # the start-up lines are those of a command run from a shell, which starts its own Ray
     space = os.path.join(ROOT, "spaces", "classification.py")
     first = run_cli(run_main, space, *TINY, "--name", "console", "--num-samples", "2", env=env, cwd=str(work))
+    ray_left = ray.is_initialized()  # the Ray tune-run started, shut down beside its summary
     join_ray()
     more = run_cli(run_main, space, "--name", "console", "--resume", "--num-samples", "3", env=env, cwd=str(work))
-    return {"first": first, "more": more, "env": env, "work": work, "client": MlflowClient(mlflow_server)}
+    return {"first": first, "more": more, "env": env, "work": work, "client": MlflowClient(mlflow_server),
+            "ray_left": ray_left}
 
 
 @pytest.mark.slow
@@ -79,6 +82,7 @@ def test_the_start_says_what_it_is_doing_one_line_each(extended):
     assert any(line.startswith("Tracking: the MLflow server at http://") for line in before)
     assert any(line.startswith("Ray: starting a local cluster over ") for line in before)  # beside the tracking server
     assert "started" in lines[experiment + 1]  # nothing else before the first trial starts
+    assert not extended["ray_left"] and "\nBest: " in extended["first"]  # Ray stopped, the summary made
     again = extended["more"].splitlines()  # the data decoded once, then read from the node cache
     assert any(re.match(r"Data: \d+ images of .* decoded at 32 px, from the node cache", line) for line in again)
     assert not any(line.startswith("Data: decoding") for line in again)
