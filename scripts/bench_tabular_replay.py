@@ -23,7 +23,13 @@ The speed objective is by default a load-free stand-in, images per GFLOP of trai
 per image); --speed measured uses the throughput measured when the table was built.
 --tpe KEY=VALUE (repeatable) replays TPE with make_sampler's settings changed, e.g. --tpe n_startup_trials=5
 --tpe group=true; --reduction-factor N replays ASHA and MO-ASHA keeping 1/N at each rung; --first-seed shifts
-the seeds (to confirm a finding on seeds it was not chosen on).
+the seeds (to confirm a finding on seeds it was not chosen on). Setups take make_sampler's samplers (tpe,
+nsga2, random) and two the engine does not offer: gp (Optuna's GPSampler, which learns from COMPLETE trials
+only) and qmc (Optuna's QMCSampler, scrambled Sobol). --grace-period N replays ASHA and MO-ASHA with their
+first rung at epoch N. --stopped complete (replay only; the engine tells PRUNED) tells a trial the scheduler
+stopped as COMPLETE with the objectives of its last epoch, as Ray's own OptunaSearch does, so that samplers
+that learn from COMPLETE trials only (GP, and TPE with several objectives, which cannot take intermediate
+values) see them.
 """
 from __future__ import annotations
 
@@ -42,7 +48,8 @@ import numpy as np
 SETUPS = (("random", "fifo"), ("random", "asha"), ("tpe", "fifo"), ("tpe", "asha"), ("tpe", "moasha"),
           ("random", "moasha"))
 SHARES = (0.25, 0.5, 1.0)
-HALVING = ("asha", "moasha")  # the schedulers --reduction-factor applies to
+HALVING = ("asha", "moasha")  # the schedulers --reduction-factor and --grace-period apply to
+REPLAY_SAMPLERS = ("gp", "qmc")  # samplers the replay offers beyond make_sampler's
 
 
 def capped_gamma(fraction: float, n: int) -> int:
@@ -79,6 +86,42 @@ TPE_SETTINGS = {
     "gamma": lambda t: functools.partial(capped_gamma, parse_number(
         t, 1.0, "a fraction in (0, 1]: the share of finished trials (at most 25) that forms l(x), Optuna's 0.1")),
 }
+
+
+def replay_sampler(name: str, seed: int, tpe: dict):
+    """make_sampler's sampler, or one of the replay's own: gp (Optuna's GPSampler), qmc (scrambled Sobol)."""
+    import optuna
+
+    from search.sampling import make_sampler
+
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, qmc_type="sobol", scramble=True)
+    return make_sampler(name, seed, **(tpe if name == "tpe" else {}))
+
+
+def searcher_class(stopped: str):
+    """The engine's searcher; with stopped="complete", one that tells a trial stopped before its budget as
+    COMPLETE with its last epoch's objectives instead of PRUNED (a replay-only switch)."""
+    from optuna.trial import TrialState
+
+    from mlflow_server.selection import finite
+    from search.searcher import ResumableOptunaSearch
+
+    if stopped == "pruned":
+        return ResumableOptunaSearch
+
+    class StoppedAsComplete(ResumableOptunaSearch):
+        def _ending(self, trial_id, result, error):
+            state, values = super()._ending(trial_id, result, error)
+            if state == TrialState.PRUNED:
+                values = [result.get(metric) for metric in self._objectives]
+                if all(map(finite, values)):
+                    return TrialState.COMPLETE, values
+            return state, values
+
+    return StoppedAsComplete
 
 
 def tpe_settings(items: list[str]) -> dict:
@@ -145,7 +188,7 @@ class Table:
 
 
 def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurrency: int, budget: int,
-           objectives: dict, tpe: dict, schedule: dict) -> dict:
+           objectives: dict, tpe: dict, schedule: dict, stopped: str = "pruned") -> dict:
     """One search on objectives (the table's, or its primary alone), TPE with make_sampler's settings unless tpe
     changes them, the scheduler with make_scheduler's unless schedule does: the trial-epochs at which each
     trial that ran its whole budget ended, with its row."""
@@ -153,8 +196,7 @@ def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurr
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import TrialScheduler
 
-    from search.sampling import SpaceSampler, make_sampler
-    from search.searcher import ResumableOptunaSearch
+    from search.sampling import SpaceSampler
     from search.trials import make_scheduler
     from trainables.registry import flat_config
 
@@ -163,8 +205,8 @@ def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurr
     metrics, modes = list(objectives), list(objectives.values())
     with warnings.catch_warnings():  # Optuna's deprecation and experimental warnings: shown once, by tpe_settings
         warnings.simplefilter("ignore")
-        chosen = make_sampler(sampler, seed, **(tpe if sampler == "tpe" else {}))
-    searcher = ResumableOptunaSearch(space=SpaceSampler(space, constants, set(table.constants)),
+        chosen = replay_sampler(sampler, seed, tpe)
+    searcher = searcher_class(stopped)(space=SpaceSampler(space, constants, set(table.constants)),
                                      metric=metrics if len(metrics) > 1 else metrics[0],
                                      mode=modes if len(modes) > 1 else modes[0],
                                      sampler=chosen, study_name=f"replay-{seed}")
@@ -236,11 +278,20 @@ def main() -> None:
                              + "; gamma=F is min(ceil(F * n), 25), Optuna's default form with F = 0.1")
     parser.add_argument("--reduction-factor", type=int, metavar="N",
                         help="ASHA's and MO-ASHA's reduction factor (make_scheduler's: 2): a rung keeps 1/N")
+    parser.add_argument("--grace-period", type=int, metavar="N",
+                        help="ASHA's and MO-ASHA's first rung, in epochs (make_scheduler's: 1)")
+    parser.add_argument("--stopped", choices=("pruned", "complete"), default="pruned",
+                        help="how a trial the scheduler stopped is told to Optuna: PRUNED (the engine's) or, "
+                             "replay only, COMPLETE with its last epoch's objectives")
     parser.add_argument("-o", "--output", help="write the per-seed figures here (JSON)")
     args = parser.parse_args()
     if args.reduction_factor is not None and args.reduction_factor < 2:
         parser.error(f"--reduction-factor {args.reduction_factor}: takes a whole number of 2 or more")
+    if args.grace_period is not None and args.grace_period < 1:
+        parser.error(f"--grace-period {args.grace_period}: takes a whole number of 1 or more")
     schedule = {"reduction_factor": args.reduction_factor} if args.reduction_factor else {}
+    if args.grace_period:
+        schedule["grace_period"] = args.grace_period
     try:
         tpe = tpe_settings(args.tpe)
     except ValueError as e:
@@ -254,6 +305,15 @@ def main() -> None:
     space = load_space(raw["space"])
     budget = args.budget or len(table.rows) * table.epochs
     objectives = {table.primary: table.objectives[table.primary]} if args.primary_only else table.objectives
+    from search.sampling import SAMPLERS
+    from search.trials import PAUSING, SCHEDULERS
+
+    samplers, schedulers = (*SAMPLERS, *REPLAY_SAMPLERS), [s for s in SCHEDULERS if s not in PAUSING]
+    for setup in args.setups.split(","):
+        sampler, _, scheduler = setup.partition("+")
+        if sampler not in samplers or scheduler not in schedulers:
+            parser.error(f"--setups {setup!r}: expected SAMPLER+SCHEDULER, SAMPLER one of {', '.join(samplers)}, "
+                         f"SCHEDULER one of {', '.join(schedulers)}")
     target = table.best - args.tolerance * abs(table.best)
     within = int((table.finals[:, 0] >= target).sum())
     print(f"{args.table}: {len(table.rows)} rows x {table.epochs} epochs; best final {table.primary} "
@@ -261,12 +321,14 @@ def main() -> None:
           f"{args.concurrency} trials at once, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}, "
           f"searched on {', '.join(objectives)}, TPE: {' '.join(args.tpe) or 'make_sampler'}, "
           f"reduction factor: {args.reduction_factor or 'make_scheduler'}, "
+          f"grace period: {args.grace_period or 'make_scheduler'}, stopped trials told {args.stopped.upper()}, "
           f"speed objective: {args.speed}; "
           f"load average {os.getloadavg()[0]:.1f}")
     t0, out = time.perf_counter(), {}
     for setup in args.setups.split(","):
         sampler, scheduler = setup.split("+")
-        runs = [replay(table, space, sampler, scheduler, seed, args.concurrency, budget, objectives, tpe, schedule)
+        runs = [replay(table, space, sampler, scheduler, seed, args.concurrency, budget, objectives, tpe, schedule,
+                       args.stopped)
                 for seed in range(args.first_seed, args.first_seed + args.seeds)]
         out[setup] = {**figures(table, runs, budget, args.tolerance), "trials": [r["trials"] for r in runs]}
     base = out.get("random+fifo")
