@@ -10,7 +10,6 @@ An experiment is resumable by its name (resume=True), from the state `search.hom
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -117,10 +116,9 @@ def run(exp: Experiment, home: str, resume: bool = False, address: str | None = 
 
 def start_services(home: str, address: str | None, with_ray: bool, prepare=lambda: None) -> tuple[str, bool]:
     """Start (or reuse) the tracking server and, when trials will run, Ray, side by side: the server's
-    start, mostly waiting for its process to answer, prepare() (the trials' own slow set-up) and Ray
-    Tune's import (a second) in threads while Ray starts in this one (ray.init belongs to the main
-    thread, and mostly waits for Ray's processes). The server's URI and whether Ray was started here
-    (start_ray); a Ray started here is shut down again if any of them fails."""
+    start, mostly waiting for its process to answer, and prepare() (the trials' own slow set-up) in
+    threads while Ray starts in this one (ray.init belongs to the main thread). The server's URI and
+    whether Ray was started here (start_ray); a Ray started here is shut down again if either fails."""
     from concurrent.futures import ThreadPoolExecutor
 
     import ray
@@ -128,15 +126,12 @@ def start_services(home: str, address: str | None, with_ray: bool, prepare=lambd
     from mlflow_server.server import configure_client, ensure_server
 
     configure_client()
-    with ThreadPoolExecutor(3) as pool:
+    with ThreadPoolExecutor(2) as pool:
         server, prepared = pool.submit(ensure_server, home), pool.submit(prepare)
-        tune = pool.submit(importlib.import_module, "ray.tune") if with_ray else None
         own_ray = False
         try:
             own_ray = with_ray and start_ray(address)
             prepared.result()
-            if tune:
-                tune.result()
             return server.result(), own_ray
         except BaseException:
             if own_ray:
@@ -146,13 +141,13 @@ def start_services(home: str, address: str | None, with_ray: bool, prepare=lambd
 
 def check_state(name: str, state: ExperimentState, resume: bool) -> None:
     """A new experiment needs a free name; a resumed one needs the Ray Tune state it left."""
+    from ray import tune
+
     if not resume and os.path.exists(state.ray_dir):
         raise UsageError(
             f"An experiment named {name!r} already exists in {state.home!r}; "
             f"continue it with --resume or choose another --name."
         )
-    from ray import tune
-
     if resume and not tune.Tuner.can_restore(state.ray_dir):
         raise UsageError(
             f"Experiment {name!r} cannot be resumed: its settings are saved in {state.home!r}, but there is "
