@@ -58,7 +58,7 @@ def cpu_seconds(driver: int) -> dict[int, tuple[str, float]]:
     return seconds
 
 
-def run_tune(args, name: str) -> tuple[float, float, list[float], dict[str, float]]:
+def run_tune(args, name: str) -> tuple[float, float, list[float], collections.Counter]:
     """Run tune-run; (start, end) wall-clock times (seconds since the epoch), the times of its live
     view's lines (the first: the first trial started; the last: the last trial ended), and the CPU-seconds
     each group of processes (cpu_seconds) used between those two lines, while the trials ran."""
