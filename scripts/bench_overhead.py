@@ -61,7 +61,8 @@ def cpu_seconds(driver: int) -> dict[int, tuple[str, float]]:
 def run_tune(args, name: str) -> tuple[float, float, list[float], collections.Counter]:
     """Run tune-run; (start, end) wall-clock times (seconds since the epoch), the times of its live
     view's lines (the first: the first trial started; the last: the last trial ended), and the CPU-seconds
-    each group of processes (cpu_seconds) used between those two lines, while the trials ran."""
+    each group of processes (cpu_seconds) used between those two lines, while the trials ran (a process
+    that ended before the last line is not counted)."""
     tune_run = os.path.join(os.path.dirname(sys.executable), "tune-run")
     command = [tune_run, args.space, "--scheduler", "fifo", "--sampler", "random", "--num-samples",
                str(args.num_samples), "--max-concurrent", str(args.processes), "--name", name,
