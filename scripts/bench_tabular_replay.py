@@ -4,7 +4,8 @@
 
 Each search is the engine's own objects, driven as Ray Tune's controller drives them: the searcher is
 search.searcher.ResumableOptunaSearch over search.sampling.SpaceSampler with the Optuna sampler of
-make_sampler (so a trial the scheduler stopped is told to Optuna as PRUNED), and the scheduler is
+make_sampler (so a trial the scheduler stopped is told to Optuna as PRUNED, and TPE sees it as completed with
+its last epoch's values: search.tpe), and the scheduler is
 make_scheduler's (Ray's FIFOScheduler and AsyncHyperBandScheduler, or search.moasha.MultiObjectiveASHA), called
 with stub Ray Trials. --concurrency trials run at once, each epoch one unit of time; compute is counted in
 trial-epochs. A config the sampler proposes is answered by the table's nearest row (searched keys: a
@@ -28,8 +29,9 @@ nsga2, random) and two the engine does not offer: gp (Optuna's GPSampler, which 
 only) and qmc (Optuna's QMCSampler, scrambled Sobol). --grace-period N replays ASHA and MO-ASHA with their
 first rung at epoch N. --stopped complete (replay only; the engine tells PRUNED) tells a trial the scheduler
 stopped as COMPLETE with the objectives of its last epoch, as Ray's own OptunaSearch does, so that samplers
-that learn from COMPLETE trials only (GP, and TPE with several objectives, which cannot take intermediate
-values) see them.
+that learn from COMPLETE trials only (GP, NSGA-II) see them; --stopped hidden tells it PRUNED to Optuna's
+plain TPESampler, which ranks it after every completed trial and, with several objectives, among the bad
+ones (the engine before search.tpe).
 """
 from __future__ import annotations
 
@@ -88,12 +90,15 @@ TPE_SETTINGS = {
 }
 
 
-def replay_sampler(name: str, seed: int, tpe: dict):
-    """make_sampler's sampler, or one of the replay's own: gp (Optuna's GPSampler), qmc (scrambled Sobol)."""
+def replay_sampler(name: str, seed: int, tpe: dict, stopped: str = "pruned"):
+    """make_sampler's sampler, or one of the replay's own: gp (Optuna's GPSampler), qmc (scrambled Sobol), and
+    with stopped="hidden" Optuna's plain TPESampler for tpe."""
     import optuna
 
-    from search.sampling import make_sampler
+    from search.sampling import TPE_DEFAULTS, make_sampler
 
+    if name == "tpe" and stopped == "hidden":
+        return optuna.samplers.TPESampler(seed=seed, **{**TPE_DEFAULTS, **tpe})
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if name == "qmc":
@@ -109,7 +114,7 @@ def searcher_class(stopped: str):
     from mlflow_server.selection import finite
     from search.searcher import ResumableOptunaSearch
 
-    if stopped == "pruned":
+    if stopped != "complete":
         return ResumableOptunaSearch
 
     class StoppedAsComplete(ResumableOptunaSearch):
@@ -205,7 +210,7 @@ def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurr
     metrics, modes = list(objectives), list(objectives.values())
     with warnings.catch_warnings():  # Optuna's deprecation and experimental warnings: shown once, by tpe_settings
         warnings.simplefilter("ignore")
-        chosen = replay_sampler(sampler, seed, tpe)
+        chosen = replay_sampler(sampler, seed, tpe, stopped)
     searcher = searcher_class(stopped)(space=SpaceSampler(space, constants, set(table.constants)),
                                      metric=metrics if len(metrics) > 1 else metrics[0],
                                      mode=modes if len(modes) > 1 else modes[0],
@@ -280,8 +285,9 @@ def main() -> None:
                         help="ASHA's and MO-ASHA's reduction factor (make_scheduler's: 2): a rung keeps 1/N")
     parser.add_argument("--grace-period", type=int, metavar="N",
                         help="ASHA's and MO-ASHA's first rung, in epochs (make_scheduler's: 1)")
-    parser.add_argument("--stopped", choices=("pruned", "complete"), default="pruned",
-                        help="how a trial the scheduler stopped is told to Optuna: PRUNED (the engine's) or, "
+    parser.add_argument("--stopped", choices=("pruned", "hidden", "complete"), default="pruned",
+                        help="how a trial the scheduler stopped is told to Optuna: PRUNED (the engine's), PRUNED "
+                             "with plain TPE (hidden: the engine before search.tpe) or, "
                              "replay only, COMPLETE with its last epoch's objectives")
     parser.add_argument("-o", "--output", help="write the per-seed figures here (JSON)")
     args = parser.parse_args()

@@ -8,6 +8,7 @@ from search.overrides import check_value
 from search.spacefile import Space, load_module
 
 SAMPLERS = ("tpe", "nsga2", "random")
+TPE_DEFAULTS = {"multivariate": True, "constant_liar": True}
 
 
 class SpaceTrial:
@@ -57,12 +58,15 @@ class SpaceSampler:
 
 
 def make_sampler(name: str, seed: int | None, **tpe):
-    """Optuna sampler by name: TPE (multi-objective TPE for several objectives), NSGA-II, random. `tpe`:
-    TPESampler settings over the search's (the tabular replay's --tpe)."""
+    """Optuna sampler by name: TPE (multi-objective TPE for several objectives) that learns from stopped
+    trials too (search.tpe), NSGA-II, random. `tpe`: TPESampler settings over TPE_DEFAULTS (the
+    tabular replay's --tpe)."""
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, **{"multivariate": True, "constant_liar": True, **tpe})
+        from search.tpe import StoppedTrialsTPE
+
+        return StoppedTrialsTPE(seed=seed, **{**TPE_DEFAULTS, **tpe})
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":

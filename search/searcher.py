@@ -9,11 +9,11 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from mlflow_server.selection import finite, last_epoch, reached_budget
+from search.tpe import INTERMEDIATE_ATTR
 from trainables.registry import flat_config
 
 TRIAL_ID_ATTR = "trial_id"  # Optuna user attribute: the Ray trial id (the MLflow run's tag medtune.trial_id)
 RUN_ID_ATTR = "mlflow_run_id"  # Optuna user attribute: the id of the trial's MLflow run
-INTERMEDIATE_ATTR = "intermediate/"  # + metric: {epoch: value} with several objectives
 
 
 class ResumableOptunaSearch(OptunaSearch):

@@ -1,0 +1,58 @@
+"""The tabular replay's --stopped switch and the paired comparison of two replays (scripts/): the engine's
+TPE, told PRUNED, searches exactly as if stopped trials were told COMPLETE with their last epoch's values,
+and unlike Optuna's plain TPE told PRUNED."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts import bench_tabular_paired, bench_tabular_replay
+
+TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "multitask_table_32px.json"
+REPLAY = ["bench_tabular_replay.py", str(TABLE), "--budget", "400", "--seeds", "3",
+          "--setups", "tpe+asha"]
+
+
+@pytest.fixture(scope="module")
+def replays(tmp_path_factory):
+    """Seeds 0-2 of the two-objective search with each way of telling stopped trials."""
+    out = tmp_path_factory.mktemp("replays")
+    with pytest.MonkeyPatch.context() as patch:
+        for stopped in ("pruned", "complete", "hidden"):
+            patch.setattr(sys, "argv", [*REPLAY, "--stopped", stopped, "-o", str(out / f"{stopped}.json")])
+            bench_tabular_replay.main()
+    return out
+
+
+def figures(path) -> dict:
+    with open(path) as f:
+        return json.load(f)["figures"]["tpe+asha"]
+
+
+@pytest.mark.slow  # three replays of three searches (about 15 s)
+def test_the_engines_tpe_searches_as_if_stopped_trials_were_complete(replays):
+    pruned, complete, hidden = (figures(replays / f"{s}.json") for s in ("pruned", "complete", "hidden"))
+    assert pruned["trials"] == complete["trials"] and pruned["hv"] == complete["hv"]
+    assert pruned["trials"] != hidden["trials"]
+
+
+@pytest.mark.slow
+def test_the_paired_comparison_counts_seeds_and_refuses_replays_of_other_seeds(replays, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench_tabular_paired.py", str(replays / "complete.json"),
+                                      str(replays / "pruned.json")])
+    bench_tabular_paired.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("3 seeds from 0, budget 400 trial-epochs")
+    assert lines[1] == ("trial-epochs to the target: higher 0, lower 0, same 3; mean difference +0.0000; "
+                        "Wilcoxon p - (higher = dearer)")
+    assert [line.split(":")[0] for line in lines[2:]] == ["HV@25%", "HV@50%", "HV@100%"]
+    assert all(line.endswith("same 3; mean difference +0.0000; Wilcoxon p -") for line in lines[2:])
+    other = json.loads((replays / "hidden.json").read_text())
+    other["args"]["first_seed"] = 5
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    monkeypatch.setattr(sys, "argv", ["bench_tabular_paired.py", str(replays / "pruned.json"), str(tmp_path / "other.json")])
+    with pytest.raises(SystemExit) as exit_:
+        bench_tabular_paired.main()
+    assert exit_.value.code == 2
+    assert "they differ in first_seed: 0 vs 5" in capsys.readouterr().err
