@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 
-SAME = ("table", "seeds", "first_seed", "budget", "tolerance", "concurrency", "primary_only", "speed")
+SAME = ("table", "seeds", "first_seed", "budget", "tolerance", "concurrency", "primary_only", "speed", "answer")
 
 
 def load(path: str, setup: str) -> tuple[dict, dict]:

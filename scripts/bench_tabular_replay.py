@@ -19,7 +19,13 @@ Figures, over --seeds seeds (median and interquartile range):
   of the best final primary value found by the method and by random search + FIFO, and b the table's best
   (0 = random search, 1 = the table's best);
 - the hypervolume of the Pareto front of the trials that ran their whole budget (objectives scaled to the
-  table's range, reference point its worst), as a share of the whole table's, at each budget share.
+  table's range, reference point its worst), as a share of the whole table's, at each budget share;
+- rows/trials: how many distinct rows answered the trials a search started, and how many it started
+  (medians). A config near one tried before is answered by the same row, with the same curves: a real
+  search would learn something new from it, the replay nothing, so a sampler that proposes near its best
+  configs (TPE) is shown at a disadvantage against one that spreads them (random search). --answer
+  unseen answers each config with the nearest row the search has not started yet (any row once all have
+  been): every trial brings a new row, as a new config would bring new results.
 The speed objective is by default a load-free stand-in, images per GFLOP of training (the table's FLOPs
 per image); --speed measured uses the throughput measured when the table was built.
 --tpe KEY=VALUE (repeatable) replays TPE with make_sampler's settings changed, e.g. --tpe n_startup_trials=5
@@ -173,13 +179,16 @@ class Table:
         self.numeric = {k: np.array(v, float) for k, v in values.items() if all(isinstance(x, (int, float)) for x in v)}
         self.categorical = {k: np.array(v, object) for k, v in values.items() if k not in self.numeric}
 
-    def nearest(self, config: dict) -> int:
+    def nearest(self, config: dict, taken: set[int] = frozenset()) -> int:
+        """The row nearest config; rows in taken only once every row is."""
         distance = np.zeros(len(self.rows))
         for key, column in self.numeric.items():
             span = column.max() - column.min()
             distance += np.abs(column - config[key]) / span if span else 0.0
         for key, column in self.categorical.items():
             distance += column != config[key]
+        if len(taken) < len(self.rows):
+            distance[list(taken)] = np.inf
         return int(np.argmin(distance))
 
     def hypervolume(self, points: np.ndarray) -> float:
@@ -193,10 +202,10 @@ class Table:
 
 
 def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurrency: int, budget: int,
-           objectives: dict, tpe: dict, schedule: dict, stopped: str = "pruned") -> dict:
+           objectives: dict, tpe: dict, schedule: dict, stopped: str = "pruned", answer: str = "nearest") -> dict:
     """One search on objectives (the table's, or its primary alone), TPE with make_sampler's settings unless tpe
     changes them, the scheduler with make_scheduler's unless schedule does: the trial-epochs at which each
-    trial that ran its whole budget ended, with its row."""
+    trial that ran its whole budget ended, with its row; the trials started, and how many rows answered them."""
     import optuna
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import TrialScheduler
@@ -216,13 +225,14 @@ def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurr
                                      mode=modes if len(modes) > 1 else modes[0],
                                      sampler=chosen, study_name=f"replay-{seed}")
     chooser = make_scheduler(scheduler, objectives, table.epochs, **(schedule if scheduler in HALVING else {}))
-    running, done, spent, count = [], [], 0, 0
+    running, done, spent, count, answered = [], [], 0, 0, set()
 
     def start(now: int) -> None:
         nonlocal count
         trial = Trial("__fake", stub=True, trial_id=f"{count:05d}")
         count += 1
-        row = table.nearest(flat_config(searcher.suggest(trial.trial_id)))
+        row = table.nearest(flat_config(searcher.suggest(trial.trial_id)), answered if answer == "unseen" else set())
+        answered.add(row)
         chooser.on_trial_add(None, trial)
         heapq.heappush(running, (now + 1, trial.trial_id, trial, row, 1))
 
@@ -243,7 +253,7 @@ def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurr
         else:
             searcher.on_trial_result(trial.trial_id, result)
             heapq.heappush(running, (now + 1, trial.trial_id, trial, row, epoch + 1))
-    return {"done": done, "trials": count}
+    return {"done": done, "trials": count, "rows": len(answered)}
 
 
 def figures(table: Table, runs: list[dict], budget: int, tolerance: float) -> dict:
@@ -274,6 +284,9 @@ def main() -> None:
     parser.add_argument("--budget", type=int, help="trial-epochs per search (default: the table's, rows x epochs)")
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--speed", choices=("flops", "measured"), default="flops")
+    parser.add_argument("--answer", choices=("nearest", "unseen"), default="nearest",
+                        help="which row answers a config: the nearest, or the nearest this search has not "
+                             "started yet (all rows once every row has been)")
     parser.add_argument("--setups", default=",".join(f"{a}+{b}" for a, b in SETUPS))
     parser.add_argument("--primary-only", action="store_true",
                         help="search and stop on the primary objective alone, as a one-objective space does "
@@ -328,17 +341,18 @@ def main() -> None:
           f"searched on {', '.join(objectives)}, TPE: {' '.join(args.tpe) or 'make_sampler'}, "
           f"reduction factor: {args.reduction_factor or 'make_scheduler'}, "
           f"grace period: {args.grace_period or 'make_scheduler'}, stopped trials told {args.stopped.upper()}, "
-          f"speed objective: {args.speed}; "
+          f"speed objective: {args.speed}, configs answered by the {args.answer} row; "
           f"load average {os.getloadavg()[0]:.1f}")
     t0, out = time.perf_counter(), {}
     for setup in args.setups.split(","):
         sampler, scheduler = setup.split("+")
         runs = [replay(table, space, sampler, scheduler, seed, args.concurrency, budget, objectives, tpe, schedule,
-                       args.stopped)
+                       args.stopped, args.answer)
                 for seed in range(args.first_seed, args.first_seed + args.seeds)]
-        out[setup] = {**figures(table, runs, budget, args.tolerance), "trials": [r["trials"] for r in runs]}
+        out[setup] = {**figures(table, runs, budget, args.tolerance), "trials": [r["trials"] for r in runs],
+                      "rows": [r["rows"] for r in runs]}
     base = out.get("random+fifo")
-    print(f"{'setup':14} {'found':>6} {'trial-epochs to 1%: median [IQR]':>34} {'vs random':>9}  "
+    print(f"{'setup':14} {'found':>6} {'trial-epochs to 1%: median [IQR]':>34} {'vs random':>9} {'rows/trials':>11}  "
           + "  ".join(f"Kégl@{s:.0%}" for s in SHARES) + "  " + "  ".join(f"HV@{s:.0%} [IQR]" for s in SHARES))
     for setup, fig in out.items():
         found = [x for x in fig["to_target"] if x is not None]
@@ -350,7 +364,8 @@ def main() -> None:
             kegl.append((m - r) / (table.best - r) if table.best != r else float("nan"))
         hv = ["{:.3f} [{:.3f}-{:.3f}]".format(*quartiles(fig["hv"][s])) for s in SHARES]
         print(f"{setup:14} {len(found):>3}/{len(fig['to_target']):<2} {med[0]:>12.0f} [{med[1]:.0f}-{med[2]:.0f}]"
-              f"{'':>12} {ratio:>9.2f}  " + "  ".join(f"{k:>8.2f}" for k in kegl) + "  " + "  ".join(hv))
+              f"{'':>12} {ratio:>9.2f} {statistics.median(fig['rows']):>5g}/{statistics.median(fig['trials']):<5g}  "
+              + "  ".join(f"{k:>8.2f}" for k in kegl) + "  " + "  ".join(hv))
     print(f"({time.perf_counter() - t0:.0f} s; not found counted as the budget, {budget})")
     if args.output:
         with open(args.output, "w") as f:

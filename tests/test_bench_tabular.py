@@ -1,6 +1,6 @@
-"""The tabular replay's --stopped switch and the paired comparison of two replays (scripts/): the engine's
-TPE, told PRUNED, searches exactly as if stopped trials were told COMPLETE with their last epoch's values,
-and unlike Optuna's plain TPE told PRUNED."""
+"""The tabular replay's --stopped and --answer switches and the paired comparison of two replays (scripts/):
+the engine's TPE, told PRUNED, searches exactly as if stopped trials were told COMPLETE with their last
+epoch's values, and unlike Optuna's plain TPE told PRUNED; unseen answers give each trial a row of its own."""
 import json
 import sys
 from pathlib import Path
@@ -56,3 +56,21 @@ def test_the_paired_comparison_counts_seeds_and_refuses_replays_of_other_seeds(r
         bench_tabular_paired.main()
     assert exit_.value.code == 2
     assert "they differ in first_seed: 0 vs 5" in capsys.readouterr().err
+
+
+def test_an_unseen_answer_skips_the_rows_taken_until_every_row_is():
+    table = bench_tabular_replay.Table(json.loads(TABLE.read_text()), "flops")
+    config = table.rows[7]["params"]
+    assert table.nearest(config) == 7
+    assert table.nearest(config, {7}) != 7
+    assert table.nearest(config, set(range(len(table.rows)))) == 7
+
+
+def test_with_unseen_answers_each_trial_of_a_replay_gets_its_own_row(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "unseen.json"
+    monkeypatch.setattr(sys, "argv", [*REPLAY[:3], "60", "--seeds", "1", "--setups", "tpe+asha,random+fifo",
+                                      "--answer", "unseen", "-o", str(out)])
+    bench_tabular_replay.main()
+    for setup, fig in json.loads(out.read_text())["figures"].items():
+        assert fig["rows"] == fig["trials"] and fig["trials"][0] > 10, setup
+    assert "configs answered by the unseen row" in capsys.readouterr().out
