@@ -25,7 +25,11 @@ Figures, over --seeds seeds (median and interquartile range):
   search would learn something new from it, the replay nothing, so a sampler that proposes near its best
   configs (TPE) is shown at a disadvantage against one that spreads them (random search). --answer
   unseen answers each config with the nearest row the search has not started yet (any row once all have
-  been): every trial brings a new row, as a new config would bring new results.
+  been): every trial brings a new row, as a new config would bring new results. --answer surrogate
+  replays against the space's whole grid (its searched keys must be choices, integers or floats with a
+  step), each config's curves predicted by a random forest fitted on the table's rows (its cross-validated
+  R² is printed): a config is answered as itself, a repeat is a true repeat, and the best and the
+  hypervolume are the grid's.
 The speed objective is by default a load-free stand-in, images per GFLOP of training (the table's FLOPs
 per image); --speed measured uses the throughput measured when the table was built.
 --tpe KEY=VALUE (repeatable) replays TPE with make_sampler's settings changed, e.g. --tpe n_startup_trials=5
@@ -201,6 +205,73 @@ class Table:
         return compute_hypervolume(-scaled, np.zeros(len(self.low)))
 
 
+def space_grid(raw: dict, space, limit: int = 200_000) -> list[dict]:
+    """Every config of the table's searched keys, from the distributions the space gives them (a finite grid:
+    choices, integers, floats with a step); ValueError names a key without one, or a grid over `limit`."""
+    import itertools
+
+    import optuna
+
+    from search.sampling import SpaceSampler
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    constants = {**space.defaults, **raw["constants"]}
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    SpaceSampler(space, constants, set(raw["constants"]))(trial)
+    keys = sorted(raw["rows"][0]["params"])
+    values = []
+    for key in keys:
+        dist = trial.distributions[key]
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            values.append(list(dist.choices))
+        elif isinstance(dist, optuna.distributions.IntDistribution) and not dist.log:
+            values.append(list(range(dist.low, dist.high + 1, dist.step)))
+        elif isinstance(dist, optuna.distributions.FloatDistribution) and dist.step is not None:
+            count = int(round((dist.high - dist.low) / dist.step)) + 1
+            values.append([dist.low + i * dist.step for i in range(count)])  # as Optuna computes them
+        else:
+            raise ValueError(f"--answer surrogate: {key!r} is {dist}; it takes a space whose searched keys are "
+                             f"choices, integers or floats with a step (a finite grid)")
+    size = math.prod(len(v) for v in values)
+    if size > limit:
+        raise ValueError(f"--answer surrogate: the space's grid has {size} configs; at most {limit} are predicted")
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def surrogate_table(raw: dict, space) -> tuple[dict, float]:
+    """The table over its space's whole grid (space_grid), each config's curves of the objectives and its FLOPs
+    per image predicted by a random forest fitted on the table's rows (scikit-learn, one multi-output forest,
+    targets standardised); with the forest's 5-fold cross-validated R² of the final primary objective."""
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    rows, objectives = raw["rows"], list(raw["objectives"])
+    grid = space_grid(raw, space)
+    keys = sorted(rows[0]["params"])
+    levels = {k: sorted({str(c[k]) for c in grid}) for k in keys if any(isinstance(c[k], str) for c in grid)}
+
+    def encode(configs: list[dict]) -> np.ndarray:
+        columns = [[float(c[k]) for c in configs] for k in keys if k not in levels]
+        columns += [[float(str(c[k]) == level) for c in configs] for k in levels for level in levels[k]]
+        return np.array(columns, float).T
+
+    epochs = len(rows[0]["curves"][objectives[0]])
+    targets = np.array([[v for m in objectives for v in r["curves"][m]] + [math.log(r["train_flops_per_image"])]
+                        for r in rows], float)
+    mean, scale = targets.mean(axis=0), np.where(targets.std(axis=0) > 0, targets.std(axis=0), 1.0)
+    forest = RandomForestRegressor(n_estimators=300, random_state=0)
+    x, y = encode([r["params"] for r in rows]), (targets - mean) / scale
+    final = epochs - 1  # the primary's last epoch is column epochs - 1
+    held_out = cross_val_predict(forest, x, y, cv=KFold(5, shuffle=True, random_state=0))
+    r2 = float(r2_score(y[:, final], held_out[:, final]))
+    predicted = forest.fit(x, y).predict(encode(grid)) * scale + mean
+    dense = [{"index": i, "params": config, "train_flops_per_image": float(math.exp(p[-1])),
+              "curves": {m: [float(v) for v in p[j * epochs:(j + 1) * epochs]] for j, m in enumerate(objectives)}}
+             for i, (config, p) in enumerate(zip(grid, predicted))]
+    return {**raw, "rows": dense}, r2
+
+
 def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurrency: int, budget: int,
            objectives: dict, tpe: dict, schedule: dict, stopped: str = "pruned", answer: str = "nearest") -> dict:
     """One search on objectives (the table's, or its primary alone), TPE with make_sampler's settings unless tpe
@@ -284,9 +355,10 @@ def main() -> None:
     parser.add_argument("--budget", type=int, help="trial-epochs per search (default: the table's, rows x epochs)")
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--speed", choices=("flops", "measured"), default="flops")
-    parser.add_argument("--answer", choices=("nearest", "unseen"), default="nearest",
-                        help="which row answers a config: the nearest, or the nearest this search has not "
-                             "started yet (all rows once every row has been)")
+    parser.add_argument("--answer", choices=("nearest", "unseen", "surrogate"), default="nearest",
+                        help="which row answers a config: the nearest, the nearest this search has not "
+                             "started yet (all rows once every row has been), or the config itself on the "
+                             "space's grid, its curves predicted by a random forest fitted on the table")
     parser.add_argument("--setups", default=",".join(f"{a}+{b}" for a, b in SETUPS))
     parser.add_argument("--primary-only", action="store_true",
                         help="search and stop on the primary objective alone, as a one-objective space does "
@@ -320,9 +392,16 @@ def main() -> None:
 
     with open(args.table) as f:
         raw = json.load(f)
-    table = Table(raw, args.speed)
-    space = load_space(raw["space"])
-    budget = args.budget or len(table.rows) * table.epochs
+    space, table = load_space(raw["space"]), Table(raw, args.speed)
+    budget = args.budget or len(table.rows) * table.epochs  # the table's, also when the surrogate answers
+    if args.answer == "surrogate":
+        try:
+            dense, r2 = surrogate_table(raw, space)
+        except ValueError as e:
+            parser.error(str(e))
+        print(f"surrogate: {len(dense['rows'])} configs of the space's grid, predicted by a random forest fitted on "
+              f"{args.table}'s rows (5-fold cross-validated R² of the final {table.primary}: {r2:.2f})")
+        table = Table(dense, args.speed)
     objectives = {table.primary: table.objectives[table.primary]} if args.primary_only else table.objectives
     from search.sampling import SAMPLERS
     from search.trials import PAUSING, SCHEDULERS
@@ -341,7 +420,7 @@ def main() -> None:
           f"searched on {', '.join(objectives)}, TPE: {' '.join(args.tpe) or 'make_sampler'}, "
           f"reduction factor: {args.reduction_factor or 'make_scheduler'}, "
           f"grace period: {args.grace_period or 'make_scheduler'}, stopped trials told {args.stopped.upper()}, "
-          f"speed objective: {args.speed}, configs answered by the {args.answer} row; "
+          f"speed objective: {args.speed}, answers: {args.answer}; "
           f"load average {os.getloadavg()[0]:.1f}")
     t0, out = time.perf_counter(), {}
     for setup in args.setups.split(","):
