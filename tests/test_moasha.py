@@ -81,6 +81,17 @@ def test_fronts_and_crowding():
     assert crowding_distance(points[:3]).tolist() == [2.0, np.inf, np.inf]
 
 
+@pytest.mark.parametrize("objectives", [2, 3])
+def test_fronts_follow_the_definition_with_ties(objectives):
+    points = np.round(np.random.default_rng(objectives).random((300, objectives)), 1)  # many equal values
+    dominates = [[bool((p >= q).all() and (p > q).any()) for q in points] for p in points]
+    fronts, left, level = np.full(len(points), -1), set(range(len(points))), 0
+    while left:
+        current = {j for j in left if not any(dominates[i][j] for i in left)}
+        fronts[list(current)], left, level = level, left - current, level + 1
+    assert (nondominated_fronts(points) == fronts).all() and fronts.max() > 3
+
+
 def test_make_scheduler_builds_moasha_on_every_objective():
     scheduler = make_scheduler("moasha", OBJECTIVES, 3)
     assert isinstance(scheduler, MultiObjectiveASHA) and scheduler._metrics == list(OBJECTIVES)
