@@ -8,9 +8,10 @@ Configs are drawn as preflight draws them (Optuna's random sampler over space(),
 thread per process, no Ray, no checkpoint files: the loop's report is captured). A rerun with the same
 arguments trains only the rows the table (<output>) lacks: a larger --configs extends it. Rows are also
 appended to <output>l as they finish, so an interrupted build resumes where it stopped; the table is
-written at the end and that file removed. Besides the space's objectives, each epoch keeps the CPU seconds of the
-process and each row the training FLOPs per image (forward + backward, torch's FlopCounterMode): load-free
-stand-ins for the throughput objective, which a busy machine makes noisy.
+written at the end and that file removed. Besides the space's objectives, each epoch keeps the CPU seconds of
+the process and each row the training FLOPs per image (forward + backward, torch's FlopCounterMode; models of
+the multitask and classification trainables): load-free stand-ins for the throughput objective, which a busy
+machine makes noisy.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import time
 from space_args import pinned, space_parser
 
 KEPT = ("val/loss", "val/dice", "perf/epoch_s", "perf/train_images_per_s")  # kept beside the objectives
+FLOP_MODELS = {"multitask": "create_segmenter", "classification": "create_classifier"}  # trainable: model builder
 
 
 def train_in_process(cfg: dict, space_path: str) -> list[dict]:
@@ -58,25 +60,30 @@ def train_one(job: tuple[int, dict, str, list[str]]) -> dict:
     from search.spacefile import load_space
 
     i, cfg, space_path, searched = job
+    space = load_space(space_path)
     epochs = train_in_process(cfg, space_path)
-    metrics = [*load_space(space_path).objectives, *KEPT, "cpu_s", "wall_s"]
+    metrics = [*space.objectives, *KEPT, "cpu_s", "wall_s"]
     return {"index": i, "params": {k: cfg[k] for k in searched},
             "curves": {m: [e[m] for e in epochs] for m in metrics if m in epochs[0]},
-            "train_flops_per_image": train_flops(cfg), "load": os.getloadavg()[0]}
+            "train_flops_per_image": train_flops(cfg, space.trainable.name), "load": os.getloadavg()[0]}
 
 
-def train_flops(cfg: dict) -> int:
-    """FLOPs of one training image through the config's model, forward and backward."""
+def train_flops(cfg: dict, trainable: str) -> int:
+    """FLOPs of one training image through the config's model (4 classes, as the synthetic set has), forward
+    and backward; ValueError for a trainable other than FLOP_MODELS'."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from trainables.models import create_segmenter
+    from trainables import models
 
-    model = create_segmenter(cfg, 4)
+    if trainable not in FLOP_MODELS:
+        raise ValueError(f"the table's FLOPs are counted for the trainables {', '.join(FLOP_MODELS)}, "
+                         f"not {trainable!r}")
+    model = getattr(models, FLOP_MODELS[trainable])(cfg, 4)
     x = torch.zeros(2, cfg["data/channels"], cfg["data/image_size"], cfg["data/image_size"])
     with FlopCounterMode(display=False) as counter:
-        masks, logits = model(x)
-        (masks.sum() + logits.sum()).backward()
+        outputs = model(x)
+        sum(out.sum() for out in (outputs if isinstance(outputs, tuple) else (outputs,))).backward()
     return counter.get_total_flops() // 2
 
 
