@@ -165,3 +165,36 @@ def test_a_classification_table_is_built_and_extended_by_a_rerun(tmp_path):
         assert all(len(row["curves"][m]) == 2 for m in table["objectives"])
         assert 0 <= min(row["curves"]["val/f1_macro"]) and max(row["curves"]["val/f1_macro"]) <= 1
         assert row["train_flops_per_image"] > 0
+
+
+@pytest.mark.slow  # trains two configs of the classification table (about 15 s with the forest)
+def test_the_surrogates_best_configs_are_trained_and_a_tables_row_trains_to_its_value(monkeypatch, capsys):
+    import re
+
+    monkeypatch.syspath_prepend(str(TABLE.parents[1] / "scripts"))
+    import bench_surrogate_check
+
+    monkeypatch.setattr(sys, "argv", ["bench_surrogate_check.py", str(CLASSIFICATION_TABLE), "--top", "2"])
+    bench_surrogate_check.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert "surrogate over 1440 configs" in lines[0] and "table's best final val/f1_macro 0.9848" in lines[0]
+    trained = [re.match(r" *(\d)\. predicted (\S+)  measured (\S+)  table (\S+)  \{", line) for line in lines[1:3]]
+    assert [m.group(1) for m in trained] == ["1", "2"]
+    predicted = [float(m.group(2)) for m in trained]
+    assert predicted == sorted(predicted, reverse=True) and all(0 <= float(m.group(3)) <= 1 for m in trained)
+    held = [m for m in trained if m.group(4) != "-"]
+    assert held  # the second best predicted config is a row of the table (2026-12-07)
+    for m in held:  # trained again as the table's rows were (same constants and seed): the row's value
+        assert float(m.group(3)) == pytest.approx(float(m.group(4)), abs=0.03)
+    assert re.fullmatch(r"measured within 1% of the table's best: [0-2] of 2; mean measured - predicted "
+                        r"[+-]\d\.\d{4} \(\d+ s\)", lines[3])
+
+
+def test_the_surrogate_check_refuses_no_configs(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(TABLE.parents[1] / "scripts"))
+    import bench_surrogate_check
+
+    monkeypatch.setattr(sys, "argv", ["bench_surrogate_check.py", str(CLASSIFICATION_TABLE), "--top", "0"])
+    with pytest.raises(SystemExit) as exit_:
+        bench_surrogate_check.main()
+    assert exit_.value.code == 2 and "--top 0: takes a whole number of 1 or more" in capsys.readouterr().err
