@@ -68,6 +68,12 @@ def train_one(job: tuple[int, dict, str, list[str]]) -> dict:
             "train_flops_per_image": train_flops(cfg, space.trainable.name), "load": os.getloadavg()[0]}
 
 
+def check_flops(trainable: str) -> None:
+    if trainable not in FLOP_MODELS:
+        raise ValueError(f"the table's FLOPs are counted for the trainables {', '.join(FLOP_MODELS)}, "
+                         f"not {trainable!r}")
+
+
 def train_flops(cfg: dict, trainable: str) -> int:
     """FLOPs of one training image through the config's model (4 classes, as the synthetic set has), forward
     and backward; ValueError for a trainable other than FLOP_MODELS'."""
@@ -76,9 +82,7 @@ def train_flops(cfg: dict, trainable: str) -> int:
 
     from trainables import models
 
-    if trainable not in FLOP_MODELS:
-        raise ValueError(f"the table's FLOPs are counted for the trainables {', '.join(FLOP_MODELS)}, "
-                         f"not {trainable!r}")
+    check_flops(trainable)
     model = getattr(models, FLOP_MODELS[trainable])(cfg, 4)
     x = torch.zeros(2, cfg["data/channels"], cfg["data/image_size"], cfg["data/image_size"])
     with FlopCounterMode(display=False) as counter:
@@ -101,6 +105,10 @@ def main() -> None:
     from search.spacefile import load_space
 
     space = load_space(args.space)
+    try:
+        check_flops(space.trainable.name)  # before any config trains
+    except ValueError as e:
+        parser.error(f"{args.space}: {e}")
     pins = pinned(space, args)
     constants = {**space.defaults, "train/seed": args.seed, **pins}
     configs, choices = sample_configs(space, constants, set(pins), n=4 * args.configs, seed=args.seed)

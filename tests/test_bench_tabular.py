@@ -144,6 +144,18 @@ def test_the_tables_flops_count_the_classifiers_training_pass_and_refuse_other_t
         train_flops(defaults, "segmentation")
 
 
+def test_a_build_of_a_space_whose_flops_are_not_counted_is_refused_before_it_trains(monkeypatch, capsys, tmp_path):
+    monkeypatch.syspath_prepend(str(TABLE.parents[1] / "scripts"))
+    import bench_tabular_build
+
+    space = str(TABLE.parents[1] / "spaces" / "segmentation.py")
+    monkeypatch.setattr(sys, "argv", ["bench_tabular_build.py", space, "-o", str(tmp_path / "t.json")])
+    with pytest.raises(SystemExit) as exit_:
+        bench_tabular_build.main()
+    assert exit_.value.code == 2 and "not 'segmentation'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing written
+
+
 @pytest.mark.slow  # two builds of a classification table, each in a spawned process (about 30 s)
 def test_a_classification_table_is_built_and_extended_by_a_rerun(tmp_path):
     import subprocess
