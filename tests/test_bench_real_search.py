@@ -31,8 +31,9 @@ def test_the_trials_spent_and_best_are_those_the_experiment_tracked(e2e, script)
 
 
 @pytest.mark.slow  # two tune-run searches of two trials each, in their own processes (about a minute)
-def test_each_setup_runs_a_real_search_per_seed(script, tmp_path, monkeypatch, capsys):
+def test_each_setup_runs_a_real_search_per_seed(script, mlflow_server, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MEDTUNE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # the session's server: tune-run starts none
     monkeypatch.setattr(sys, "argv", ["bench_real_search.py", SPACE, "--setups", "random+fifo,random+asha",
                                       "--seeds", "1", "--num-samples", "2", "--budget", "4",
                                       "--set", "train/epochs=2", "--set", "data/fraction=0.25"])
