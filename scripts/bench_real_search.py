@@ -58,13 +58,18 @@ def main() -> None:
         parser.error(f"--seeds {args.seeds}, --num-samples {args.num_samples}, --budget {args.budget}: each takes "
                      f"a whole number of 1 or more")
 
+    from search.errors import UsageError
     from search.home import results_dir
+    from search.overrides import parse_sets
     from search.spacefile import load_space
 
     space, home = load_space(args.space), results_dir()
     primary, mode = next(iter(space.objectives.items()))
-    epochs = int(dict(s.split("=", 1) for s in args.set).get(
-        "train/epochs", (space.smoke if args.smoke_test else {}).get("train/epochs", space.defaults["train/epochs"])))
+    known = {**space.defaults, **space.smoke} if args.smoke_test else space.defaults
+    try:
+        epochs = {**known, **parse_sets(args.set, known)}["train/epochs"]  # as tune-run reads them
+    except UsageError as e:
+        parser.error(str(e))
     setups = args.setups.split(",")
     print(f"{args.space}: {', '.join(setups)}; seeds 0-{args.seeds - 1}, {args.num_samples} trials each, "
           f"{epochs} epochs per trial, best final {primary} within {args.budget} trial-epochs; home {home}; "

@@ -53,3 +53,7 @@ def test_a_search_needs_seeds_trials_and_a_budget(script, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         script.main()
     assert exit_.value.code == 2 and "--seeds 0, --num-samples 50, --budget 10: each takes" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["bench_real_search.py", SPACE, "--budget", "10", "--set", "train/epochs"])
+    with pytest.raises(SystemExit) as exit_:
+        script.main()
+    assert exit_.value.code == 2 and "--set 'train/epochs' is not of the form key=value" in capsys.readouterr().err
