@@ -34,14 +34,15 @@ def spent_and_best(home: str, name: str, primary: str, mode: str, epochs: int, b
 
     trials = sorted(ExperimentAnalysis(ExperimentState(home, name).round_dir(0)).trials,
                     key=lambda t: t.run_metadata.start_time or 0)
-    spent, best, sign = 0, float("nan"), 1.0 if mode == "max" else -1.0
+    spent, finals = 0, []
     for trial in trials:
         result = trial.last_result or {}
         spent += result.get("training_iteration", 0)
-        value = result.get(primary)
-        if spent <= budget and result.get("training_iteration") == epochs and value is not None:
-            best = value if best != best or sign * value > sign * best else best
-    return spent, best
+        if spent <= budget and result.get("training_iteration") == epochs and primary in result:
+            finals.append(result[primary])
+    if not finals:
+        return spent, float("nan")
+    return spent, max(finals) if mode == "max" else min(finals)
 
 
 def main() -> None:

@@ -18,8 +18,10 @@ import os
 import statistics
 import time
 
+import numpy as np
+
 from bench_tabular_build import train_in_process
-from bench_tabular_replay import surrogate_table
+from bench_tabular_replay import Table, surrogate_table
 
 
 def key(params: dict) -> str:
@@ -40,11 +42,11 @@ def main() -> None:
     with open(args.table) as f:
         raw = json.load(f)
     dense, r2 = surrogate_table(raw, load_space(raw["space"]))
-    primary, mode = next(iter(raw["objectives"].items()))
-    sign = 1.0 if mode == "max" else -1.0
+    table, grid = Table(raw, "flops"), Table(dense, "flops")
+    primary, sign = table.primary, table.signs[0]
     rows = {key(row["params"]): row["curves"][primary][-1] for row in raw["rows"]}
-    best = sign * max(sign * value for value in rows.values())
-    top = sorted(dense["rows"], key=lambda row: -sign * row["curves"][primary][-1])[:args.top]
+    best = sign * table.best
+    top = [grid.rows[i] for i in np.argsort(-grid.finals[:, 0], kind="stable")[:args.top]]  # finals: maximised
     print(f"{args.table}: {len(raw['rows'])} rows, surrogate over {len(dense['rows'])} configs (R² {r2:.2f}); "
           f"table's best final {primary} {best:.4f}; the {args.top} best predicted, trained; "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)
@@ -56,8 +58,7 @@ def main() -> None:
         held = rows.get(key(row["params"]))
         print(f"{rank:>2}. predicted {predicted:.4f}  measured {value:.4f}  "
               f"table {'-' if held is None else f'{held:.4f}'}  {row['params']}", flush=True)
-    target = best - args.tolerance * abs(best) * sign
-    within = sum(sign * value >= sign * target for value in measured)
+    within = sum(sign * value >= table.target(args.tolerance) for value in measured)
     drift = statistics.mean(m - row["curves"][primary][-1] for m, row in zip(measured, top))
     print(f"measured within {args.tolerance:.0%} of the table's best: {within} of {args.top}; "
           f"mean measured - predicted {drift:+.4f} ({time.perf_counter() - t0:.0f} s)")

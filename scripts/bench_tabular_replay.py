@@ -183,6 +183,10 @@ class Table:
         self.numeric = {k: np.array(v, float) for k, v in values.items() if all(isinstance(x, (int, float)) for x in v)}
         self.categorical = {k: np.array(v, object) for k, v in values.items() if k not in self.numeric}
 
+    def target(self, tolerance: float) -> float:
+        """The least final primary value (maximised) within `tolerance` of the best: the searches' goal."""
+        return self.best - tolerance * abs(self.best)
+
     def nearest(self, config: dict, taken: set[int] = frozenset()) -> int:
         """The row nearest config; rows in taken only once every row is."""
         distance = np.zeros(len(self.rows))
@@ -329,7 +333,7 @@ def replay(table: Table, space, sampler: str, scheduler: str, seed: int, concurr
 
 def figures(table: Table, runs: list[dict], budget: int, tolerance: float) -> dict:
     """Per run: trial-epochs to a config within tolerance of the best; best primary and hypervolume by share."""
-    target = table.best - tolerance * abs(table.best)
+    target = table.target(tolerance)
     to_target, best, hv = [], {s: [] for s in SHARES}, {s: [] for s in SHARES}
     for run in runs:
         hits = [spent for spent, row in run["done"] if table.finals[row, 0] >= target]
@@ -412,7 +416,7 @@ def main() -> None:
         if sampler not in samplers or scheduler not in schedulers:
             parser.error(f"--setups {setup!r}: expected SAMPLER+SCHEDULER, SAMPLER one of {', '.join(samplers)}, "
                          f"SCHEDULER one of {', '.join(schedulers)}")
-    target = table.best - args.tolerance * abs(table.best)
+    target = table.target(args.tolerance)
     within = int((table.finals[:, 0] >= target).sum())
     print(f"{args.table}: {len(table.rows)} rows x {table.epochs} epochs; best final {table.primary} "
           f"{table.signs[0] * table.best:.4f}, {within} rows within {args.tolerance:.0%}; budget {budget} trial-epochs, "

@@ -86,7 +86,8 @@ def fitted(table: Path):
     from search.spacefile import load_space
 
     raw = json.loads(table.read_text())
-    return raw, load_space(raw["space"]), *bench_tabular_replay.surrogate_table(raw, load_space(raw["space"]))
+    space = load_space(raw["space"])
+    return raw, space, *bench_tabular_replay.surrogate_table(raw, space)
 
 
 @pytest.fixture(scope="module")
