@@ -27,7 +27,8 @@ TINY = {
     "classification": {"model/backbone": "test_resnet", "data/workers": 2},  # loader workers in a Ray worker
     "segmentation": {"model/arch": "fpn", "model/encoder": "tu-test_resnet", "loss/seg": "dice_bce",
                      "gate/class": "Normal", "gate/backbone": "test_resnet"},
-    "multitask": {"model/encoder": "tu-test_resnet", "loss/cls_weight": 0.3, "gate/class": "Normal"},
+    "multitask": {"model/encoder": "tu-test_resnet", "loss/cls_weight": 0.3, "gate/class": "Normal",
+                  "aug/where": "device"},  # batches augmented on the device replay on resume too
     "zeroshot": {"clip/model": "medtune-tiny-clip", "clip/mode": "linear_probe",
                  "clip/model_config": os.path.join(ROOT, "spaces", "clip_configs", "medtune-tiny-clip.json")},
     # killed after epoch 2, mid-way through the embedding phase; the final classifier scored on the test lists

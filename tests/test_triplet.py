@@ -51,14 +51,6 @@ def test_mining_gives_valid_triplets_and_loss(strategy):
     loss.backward()
 
 
-def test_strong_augmentation_draws_per_image():
-    images = torch.linspace(-1, 1, 3 * 16 * 16).view(1, 3, 16, 16).repeat(4, 1, 1, 1)
-    torch.manual_seed(0)
-    out = strong_augmentation(16, [0.5] * 3, [0.25] * 3)(images)
-    assert out.shape == images.shape
-    assert len({tuple(x.flatten()[:32].tolist()) for x in out}) == 4
-
-
 @pytest.mark.parametrize("supervised, embedding, total", [(2, 1, 3), (1, 3, 3), (-1, 1, 3), (0, 0, 0)])
 def test_impossible_phase_lengths_are_clear_errors(supervised, embedding, total):
     config = {**CONFIG, "triplet/supervised_epochs": supervised, "triplet/embedding_epochs": embedding,

@@ -177,15 +177,19 @@ def training_step(model, batch: tuple, loss_fn, optimizer, epoch: int, step: int
 
 
 def train_epoch(model, batches: Iterator, loss_fn, optimizer, device, epoch: int, cfg: dict,
-                speed: Speed) -> tuple[float, float]:
+                speed: Speed, augment: Callable[[tuple], tuple] | None = None) -> tuple[float, float]:
     """One training pass over (batch, loader seconds) pairs, with the global random generators seeded by
-    (train/seed, epoch) for exact replay (dropout, mining); (mean loss, seconds). Steps are timed into speed."""
+    (train/seed, epoch) for exact replay (dropout, mining, augmentation on the device); (mean loss, seconds).
+    augment (Data.augment) augments each batch on the device, as part of its step. Steps are timed into speed."""
     seed_everything(int(cfg["train/seed"]) * 1000 + epoch)
     train_mode(model)
     seen, loss_sum, t0 = 0, 0.0, time.perf_counter()
     for step, (batch, load_s) in enumerate(batches):
         started = time.perf_counter()
         batch = to_device(batch, device, cfg)
+        if augment:
+            batch = tuple(x.contiguous(memory_format=memory_format(cfg)) if x.dim() == 4 else x
+                          for x in augment(batch))
         loss = training_step(model, batch, loss_fn, optimizer, epoch, step, cfg)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -266,7 +270,8 @@ def fit(cfg: dict, task: Task) -> None:
             if state and state["phase"] == phase.number:  # resumed within the phase it was saved in
                 optimizer.load_state_dict(state["optimizer"])
         set_epoch_lr(schedule, index)
-        train_loss, epoch_s = train_epoch(model, loader.epoch(epoch), task.loss, optimizer, device, epoch, cfg, speed)
+        train_loss, epoch_s = train_epoch(model, loader.epoch(epoch), task.loss, optimizer, device, epoch, cfg, speed,
+                                          data.augment)
         prepare_validation(model, loader, data, cfg, device)
         with torch.no_grad():
             metrics = task.evaluate(model, loader, cfg, data, device)

@@ -68,6 +68,8 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "aug/brightness": 0.0,         # colour-jitter strengths
     "aug/contrast": 0.0,
     "aug/crop_scale": 1.0,         # RandomResizedCrop min scale; 1.0 disables the crop
+    "aug/where": "loader",         # "loader": per image in the loader (torchvision); "device": per batch on the
+                                   # trial's device after the transfer (Kornia), each image its own draw
     DRAW_KEY: True,                # the trial's pictures (trainables.figures) at its last epoch; false skips
                                    # them (about 1 s of CPU each): very large searches, or a quick check
 }
@@ -131,6 +133,7 @@ CHOICES: dict[str, tuple] = {
     "data/on_bad_image": ON_BAD_IMAGE,
     "optim/name": tuple(OPTIMIZERS),
     "optim/schedule": tuple(SCHEDULES),
+    "aug/where": ("loader", "device"),
 }
 # Ranges of numeric keys (low, high, low included, high included). Both are checked before any trial starts.
 _INF = float("inf")

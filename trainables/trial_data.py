@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from trainables.augment import build_transforms
+from trainables.augment import build_transforms, device_augmentation
 from trainables.data import ImageSet, fraction_subset, open_dataset, shots_subset, train_val_split
 from trainables.data.arrays import ArrayDataset
 from trainables.data.normalization import normalization
@@ -26,6 +26,7 @@ class Data:
     train_set: ArrayDataset
     val_set: ArrayDataset
     positive: int = 1  # binary data: the label of eval/positive_class (default the second class)
+    augment: Callable[[tuple], tuple] | None = None  # aug/where "device": the training batch's augmentation
 
     @property
     def classes(self) -> list[str]:
@@ -63,16 +64,18 @@ def prepare_data(cfg: dict, masks: bool) -> Data:
     mask_arr = ds.masks if masks else None
     data = Data(ds, train_idx, val_idx, mean, std,
                 ArrayDataset(ds.images, ds.labels, train_idx, build_transforms(cfg, mean, std, True), mask_arr),
-                ArrayDataset(ds.images, ds.labels, val_idx, build_transforms(cfg, mean, std, False), mask_arr))
+                ArrayDataset(ds.images, ds.labels, val_idx, build_transforms(cfg, mean, std, False), mask_arr),
+                augment=device_augmentation(cfg, mean, std))
     if not cfg["eval/positive_class"]:
         return data
     return replace(data, positive=data.class_index(cfg["eval/positive_class"], "eval/positive_class"))
 
 
 def with_transform(data: Data, transform: Callable) -> Data:
-    """data whose datasets pass every image through `transform` instead of the config's transforms."""
+    """data whose datasets pass every image through `transform` instead of the config's transforms (and
+    augmentation, on the device too)."""
     return replace(data, train_set=replace_transform(data.train_set, transform),
-                   val_set=replace_transform(data.val_set, transform))
+                   val_set=replace_transform(data.val_set, transform), augment=None)
 
 
 def replace_transform(dataset: ArrayDataset, transform: Callable) -> ArrayDataset:
