@@ -1,8 +1,8 @@
 """Real searches, seed for seed: `tune-run` with each sampler + scheduler, the best final primary objective
-found against the trial-epochs spent (the tabular replay's measure, on trials that really train).
+found against the trial-epochs spent (the tabular replay's measures, on trials that really train).
 
     $ uv run python scripts/bench_real_search.py benchmarks/classification_space.py --num-samples 50 --seeds 6 \\
-          --budget 100
+          --budget 100 --table benchmarks/classification_table_32px.json
 
 For each seed and --setups entry (SAMPLER+SCHEDULER), one `tune-run SPACE --sampler S --scheduler C --seed N
 --num-samples --num-samples` in $MEDTUNE_HOME (its MLflow server started once and shared). Its trials are read
@@ -12,37 +12,94 @@ back from Ray Tune's state in the order they were made: each spends its epochs r
 against each other, seed for seed (higher / lower / same, the mean difference and Wilcoxon's p, as
 bench_tabular_paired.py prints them). The seed is also every trial's train/seed, so the same config trains
 alike in both setups of a seed.
+
+--table TABLE adds the replay's measure of compute: the trial-epochs spent until a trial that ran every epoch
+ends within --tolerance of the table's best final primary (Table.target), per seed; a search whose trials
+never do is not found, counted as all it spent (a median that depends on a search not found is a lower
+bound, printed "at least"). Random + FIFO's trials are independent draws of the space, so
+the share p of its finished trials that reach the target, pooled over its seeds (with the exact 95% interval),
+gives the median compute random search needs, epochs x ceil(ln 0.5 / ln(1 - p)) trial-epochs, without running
+it until it finds one; each setup's median is printed against that.
+--reuse reads back a seed's search the home already holds (the latest real-SAMPLER-SCHEDULER-SEED-HHMMSS that
+finished its --num-samples trials) instead of running it again: an interrupted run picks up where it stopped,
+and --first-seed adds seeds to earlier ones.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 from bench_tabular_paired import paired
 
 
-def spent_and_best(home: str, name: str, primary: str, mode: str, epochs: int, budget: int) -> tuple[int, float]:
-    """Trial-epochs the experiment spent, and the best final `primary` of a trial that ran all `epochs`
-    and ended within the first `budget` trial-epochs (nan when none did)."""
+@dataclass
+class Search:
+    """What one search spent and found, its trials in the order they were made."""
+
+    spent: int  # trial-epochs, in all
+    best: float  # the best final primary of a trial that ended within the budget (nan when none did)
+    finals: list[float]  # the final primary of every trial that ran all its epochs
+    to_target: int | None  # trial-epochs spent when the first trial reaching the target ended (None: never)
+
+
+def read_search(home: str, name: str, primary: str, mode: str, epochs: int, budget: int,
+                target: float | None = None) -> Search:
+    """One experiment's trials, read back from Ray Tune's state: see Search. A trial counts once it has run
+    all `epochs`; `target` is reached by a final primary at or beyond it (in the direction of `mode`)."""
     from ray.tune import ExperimentAnalysis
 
     from search.home import ExperimentState
 
     trials = sorted(ExperimentAnalysis(ExperimentState(home, name).round_dir(0)).trials,
                     key=lambda t: t.run_metadata.start_time or 0)
-    spent, finals = 0, []
+    sign = 1.0 if mode == "max" else -1.0
+    spent, within, finals, to_target = 0, [], [], None
     for trial in trials:
         result = trial.last_result or {}
         spent += result.get("training_iteration", 0)
-        if spent <= budget and result.get("training_iteration") == epochs and primary in result:
-            finals.append(result[primary])
-    if not finals:
-        return spent, float("nan")
-    return spent, max(finals) if mode == "max" else min(finals)
+        if result.get("training_iteration") != epochs or primary not in result:
+            continue
+        finals.append(result[primary])
+        if spent <= budget:
+            within.append(result[primary])
+        if to_target is None and target is not None and sign * result[primary] >= sign * target:
+            to_target = spent
+    best = (max(within) if mode == "max" else min(within)) if within else float("nan")
+    return Search(spent, best, finals, to_target)
+
+
+def random_search_median(hits: int, draws: int, epochs: int) -> tuple[float, float, float]:
+    """Median trial-epochs random search needs to draw a config that reaches the target, from `hits` of `draws`
+    independent draws that did: the estimate, then its exact 95% interval (lowest, highest)."""
+    from scipy.stats import binomtest
+
+    def median(p: float) -> float:
+        if p <= 0:
+            return math.inf
+        return epochs * (1 if p >= 1 else math.ceil(math.log(0.5) / math.log1p(-p)))
+
+    ci = binomtest(hits, draws).proportion_ci(0.95, method="exact")
+    return median(hits / draws), median(ci.high), median(ci.low)
+
+
+def finished_name(home: str, prefix: str, trials: int) -> str | None:
+    """The latest experiment `prefix-HHMMSS` of the home whose search finished with `trials` trials."""
+    from search.home import ExperimentState, experiment_names
+
+    for name in sorted((n for n in experiment_names(home) if re.fullmatch(re.escape(prefix) + r"-\d{6}", n)),
+                       key=lambda n: n[-6:], reverse=True):
+        state = ExperimentState(home, name)
+        if os.path.exists(state.search_done) and len(os.listdir(state.round_dir(0))) >= trials:
+            return name
+    return None
 
 
 def main() -> None:
@@ -50,14 +107,18 @@ def main() -> None:
     parser.add_argument("space")
     parser.add_argument("--setups", default="tpe+asha,random+fifo")
     parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--num-samples", type=int, default=50)
     parser.add_argument("--budget", type=int, required=True, help="trial-epochs within which the best is taken")
+    parser.add_argument("--table", help="a tabular benchmark of the space: its best sets the compute target")
+    parser.add_argument("--tolerance", type=float, default=0.01, help="the target: this close to the table's best")
+    parser.add_argument("--reuse", action="store_true", help="read back the home's finished searches of a seed")
     parser.add_argument("--smoke-test", action="store_true", help="passed on to tune-run")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed on to tune-run")
     args = parser.parse_args()
-    if args.seeds < 1 or args.num_samples < 1 or args.budget < 1:
+    if args.seeds < 1 or args.num_samples < 1 or args.budget < 1 or args.first_seed < 0:
         parser.error(f"--seeds {args.seeds}, --num-samples {args.num_samples}, --budget {args.budget}: each takes "
-                     f"a whole number of 1 or more")
+                     f"a whole number of 1 or more; --first-seed {args.first_seed}: 0 or more")
 
     from search.errors import UsageError
     from search.home import results_dir
@@ -71,32 +132,78 @@ def main() -> None:
         epochs = {**known, **parse_sets(args.set, known)}["train/epochs"]  # as tune-run reads them
     except UsageError as e:
         parser.error(str(e))
+    target = None
+    if args.table:
+        from bench_tabular_replay import Table
+
+        try:
+            with open(args.table) as f:
+                table = Table(json.load(f), "flops")
+        except (OSError, ValueError, KeyError) as e:
+            parser.error(f"--table {args.table}: not a tabular benchmark the replay reads ({e})")
+        if table.primary != primary:
+            parser.error(f"--table {args.table} holds {table.primary}; the space's primary objective is {primary}")
+        target = table.signs[0] * table.target(args.tolerance)
     setups = args.setups.split(",")
-    print(f"{args.space}: {', '.join(setups)}; seeds 0-{args.seeds - 1}, {args.num_samples} trials each, "
-          f"{epochs} epochs per trial, best final {primary} within {args.budget} trial-epochs; home {home}; "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    best = {setup: [] for setup in setups}
-    for seed in range(args.seeds):
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    print(f"{args.space}: {', '.join(setups)}; seeds {seeds[0]}-{seeds[-1]}, {args.num_samples} trials each, "
+          f"{epochs} epochs per trial, best final {primary} within {args.budget} trial-epochs"
+          + (f", target {target:.4f} ({args.tolerance:.0%} of {args.table}'s best)" if args.table else "")
+          + f"; home {home}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    searches: dict[str, list[Search]] = {setup: [] for setup in setups}
+    for seed in seeds:
         for setup in setups:
             sampler, _, scheduler = setup.partition("+")
-            name = f"real-{sampler}-{scheduler}-{seed}-{time.strftime('%H%M%S')}"
-            command = [os.path.join(os.path.dirname(sys.executable), "tune-run"), args.space, "--name", name, "--sampler", sampler,
-                       "--scheduler", scheduler, "--seed", str(seed), "--num-samples", str(args.num_samples),
-                       *(["--smoke-test"] if args.smoke_test else []), *(f"--set={s}" for s in args.set)]
-            t0 = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"{' '.join(command)} exited with {done.returncode}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-            spent, value = spent_and_best(home, name, primary, mode, epochs, args.budget)
-            best[setup].append(value)
-            print(f"seed {seed} {setup:14} best {value:.4f}  {spent} trial-epochs in all  "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            prefix = f"real-{sampler}-{scheduler}-{seed}"
+            name, t0 = (finished_name(home, prefix, args.num_samples) if args.reuse else None), time.perf_counter()
+            ran = name is None
+            if ran:
+                name = f"{prefix}-{time.strftime('%H%M%S')}"
+                command = [os.path.join(os.path.dirname(sys.executable), "tune-run"), args.space, "--name", name,
+                           "--sampler", sampler, "--scheduler", scheduler, "--seed", str(seed),
+                           "--num-samples", str(args.num_samples),
+                           *(["--smoke-test"] if args.smoke_test else []), *(f"--set={s}" for s in args.set)]
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode != 0:
+                    sys.exit(f"{' '.join(command)} exited with {done.returncode}:\n"
+                             f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+            search = read_search(home, name, primary, mode, epochs, args.budget, target)
+            searches[setup].append(search)
+            print(f"seed {seed} {setup:14} best {search.best:.4f}  {search.spent} trial-epochs in all  "
+                  + (f"to target {search.to_target or '-'}  " if args.table else "")
+                  + (f"({time.perf_counter() - t0:.0f} s)" if ran else f"(read back: {name})"), flush=True)
     for setup in setups:
-        print(f"{setup:14} median best {statistics.median(best[setup]):.4f}  per seed "
-              + " ".join(f"{v:.4f}" for v in best[setup]))
+        best = [s.best for s in searches[setup]]
+        print(f"{setup:14} median best {statistics.median(best):.4f}  per seed " + " ".join(f"{v:.4f}" for v in best))
     first = setups[0]
     for setup in setups[1:]:
-        print(f"{first} against {setup}, seed for seed: {paired(best[setup], best[first])}")
+        print(f"{first} against {setup}, seed for seed: "
+              f"{paired([s.best for s in searches[setup]], [s.best for s in searches[first]])}")
+    if args.table:
+        print_compute(searches, target, mode, epochs)
+
+
+def print_compute(searches: dict[str, list], target: float, mode: str, epochs: int) -> None:
+    """Each setup's trial-epochs to the target, and against random search's median where random + FIFO ran."""
+    sign = 1.0 if mode == "max" else -1.0
+    base = None
+    if "random+fifo" in searches:
+        finals = [v for s in searches["random+fifo"] for v in s.finals]
+        hits = sum(sign * v >= sign * target for v in finals)
+        base = random_search_median(hits, len(finals), epochs)
+        print(f"random + FIFO's finished trials reaching the target: {hits} of {len(finals)}: median trial-epochs "
+              f"to the target {base[0]:.0f} [95% interval {base[1]:.0f}-{base[2]:.0f}]")
+    for setup, runs in searches.items():
+        cost = [s.to_target if s.to_target is not None else s.spent for s in runs]
+        found = sum(s.to_target is not None for s in runs)
+        median = statistics.median(cost)
+        exact = median == statistics.median(s.to_target if s.to_target is not None else math.inf for s in runs)
+        bound = "" if exact else "at least "
+        against = (f"; against random search's median {bound}{median / base[0]:.2f} "
+                   f"[{median / base[2]:.2f}-{median / base[1]:.2f}]" if base else "")
+        print(f"{setup:14} to target: found {found}/{len(runs)}, median {bound}{median:g} trial-epochs (not found: "
+              f"all it spent) per seed {' '.join(str(c) if s.to_target is not None else f'>{c}' for c, s in zip(cost, runs))}"
+              + against)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACE = os.path.join(ROOT, "benchmarks", "classification_space.py")
+TABLE = os.path.join(ROOT, "benchmarks", "classification_table_32px.json")
 
 
 @pytest.fixture
@@ -24,28 +25,47 @@ def test_the_trials_spent_and_best_are_those_the_experiment_tracked(e2e, script)
     client, home = e2e["client"], e2e["env"]["MEDTUNE_HOME"]
     ran = [len(client.get_metric_history(run.info.run_id, "val/f1_macro")) for run in e2e["trials"]]
     finished = [run.data.metrics["val/f1_macro"] for run in e2e["trials"] if run.info.status == "FINISHED"]
-    spent, best = script.spent_and_best(home, "e2e", "val/f1_macro", "max", 2, budget=1000)
-    assert spent == sum(ran) and best == pytest.approx(max(finished))
-    spent, best = script.spent_and_best(home, "e2e", "val/f1_macro", "max", 2, budget=0)
-    assert spent == sum(ran) and math.isnan(best)  # no trial ended within no budget
+    search = script.read_search(home, "e2e", "val/f1_macro", "max", 2, budget=1000, target=max(finished))
+    assert search.spent == sum(ran) and search.best == pytest.approx(max(finished))
+    assert sorted(search.finals) == pytest.approx(sorted(finished))
+    assert 2 <= search.to_target <= sum(ran)  # the best trial reached it, having run its 2 epochs
+    search = script.read_search(home, "e2e", "val/f1_macro", "max", 2, budget=0, target=max(finished) + 1)
+    assert search.spent == sum(ran) and math.isnan(search.best)  # no trial ended within no budget
+    assert search.to_target is None  # nor reached a target above the best
+
+
+def test_random_search_needs_the_median_of_a_geometric_number_of_draws(script):
+    assert script.random_search_median(2, 2, 4)[0] == 4  # every draw hits: the first trial's 4 epochs
+    assert script.random_search_median(1, 2, 4)[0] == 4  # p = 1/2: half the searches hit with the first draw
+    assert script.random_search_median(1, 10, 4)[0] == 4 * 7  # 1 - 0.9^7 = 0.52, 1 - 0.9^6 = 0.47
+    estimate, low, high = script.random_search_median(3, 100, 4)
+    assert low < estimate < high and estimate == 4 * 23  # 1 - 0.97^23 = 0.504
+    assert script.random_search_median(0, 100, 4)[0] == math.inf and script.random_search_median(0, 100, 4)[2] == math.inf
 
 
 @pytest.mark.slow  # two tune-run searches of two trials each, in their own processes (about a minute)
 def test_each_setup_runs_a_real_search_per_seed(script, mlflow_server, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MEDTUNE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # the session's server: tune-run starts none
-    monkeypatch.setattr(sys, "argv", ["bench_real_search.py", SPACE, "--setups", "random+fifo,random+asha",
-                                      "--seeds", "1", "--num-samples", "2", "--budget", "4",
-                                      "--set", "train/epochs=2", "--set", "data/fraction=0.25"])
+    argv = ["bench_real_search.py", SPACE, "--setups", "random+fifo,random+asha", "--seeds", "1", "--num-samples",
+            "2", "--budget", "4", "--set", "train/epochs=2", "--set", "data/fraction=0.25", "--table", TABLE]
+    monkeypatch.setattr(sys, "argv", argv)
     script.main()
     lines = capsys.readouterr().out.splitlines()
-    assert "2 trials each, 2 epochs per trial, best final val/f1_macro within 4 trial-epochs" in lines[0]
+    assert "2 trials each, 2 epochs per trial, best final val/f1_macro within 4 trial-epochs, target 0.9750" in lines[0]
     fifo, asha = (line.split() for line in lines[1:3])
     assert fifo[:4] == ["seed", "0", "random+fifo", "best"] and fifo[5] == "4"  # two trials ran both epochs
     assert asha[:4] == ["seed", "0", "random+asha", "best"] and asha[5] in ("3", "4")  # ASHA may stop one
-    assert 0 <= float(fifo[4]) <= 1
+    assert 0 <= float(fifo[4]) <= 1 and fifo[9:11] == ["to", "target"] and fifo[11] in ("-", "2", "4")
     assert re.fullmatch(r"random\+fifo against random\+asha, seed for seed: higher [01], lower [01], same [01]; "
-                        r"mean difference [+-]\d\.\d{4}; Wilcoxon p \S+", lines[-1])
+                        r"mean difference [+-]\d\.\d{4}; Wilcoxon p \S+", lines[5])
+    assert re.fullmatch(r"random \+ FIFO's finished trials reaching the target: [012] of 2: .*", lines[6])
+    assert lines[7].startswith("random+fifo    to target: found ") and "against random search's median" in lines[7]
+    monkeypatch.setattr(sys, "argv", argv + ["--reuse"])  # the same again: the searches are read back, not rerun
+    script.main()
+    again = capsys.readouterr().out.splitlines()
+    assert "(read back: real-random-fifo-0-" in again[1] and "(read back: real-random-asha-0-" in again[2]
+    assert again[1].split()[:12] == fifo[:12] and again[5:] == lines[5:]
 
 
 def test_a_search_needs_seeds_trials_and_a_budget(script, monkeypatch, capsys):
@@ -53,6 +73,10 @@ def test_a_search_needs_seeds_trials_and_a_budget(script, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         script.main()
     assert exit_.value.code == 2 and "--seeds 0, --num-samples 50, --budget 10: each takes" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["bench_real_search.py", SPACE, "--budget", "10", "--table", SPACE])
+    with pytest.raises(SystemExit) as exit_:
+        script.main()
+    assert exit_.value.code == 2 and f"--table {SPACE}: not a tabular benchmark" in capsys.readouterr().err
     monkeypatch.setattr(sys, "argv", ["bench_real_search.py", SPACE, "--budget", "10", "--set", "train/epochs"])
     with pytest.raises(SystemExit) as exit_:
         script.main()
