@@ -15,8 +15,8 @@ alike in both setups of a seed.
 
 --table TABLE adds the replay's measure of compute: the trial-epochs spent until a trial that ran every epoch
 ends within --tolerance of the table's best final primary (Table.target), per seed; a search whose trials
-never do is not found, counted as all it spent (a median that depends on a search not found is a lower
-bound, printed "at least"). Random + FIFO's trials are independent draws of the space, so
+never do is not found (">" all it spent): its true cost lies above what it spent, so the median is printed
+as the range it must lie in (with not found counted as what they spent, then as never found). Random + FIFO's trials are independent draws of the space, so
 the share p of its finished trials that reach the target, pooled over its seeds (with the exact 95% interval),
 gives the median compute random search needs, epochs x ceil(ln 0.5 / ln(1 - p)) trial-epochs, without running
 it until it finds one; each setup's median is printed against that.
@@ -196,14 +196,14 @@ def print_compute(searches: dict[str, list], target: float, mode: str, epochs: i
     for setup, runs in searches.items():
         cost = [s.to_target if s.to_target is not None else s.spent for s in runs]
         found = sum(s.to_target is not None for s in runs)
-        median = statistics.median(cost)
-        exact = median == statistics.median(s.to_target if s.to_target is not None else math.inf for s in runs)
-        bound = "" if exact else "at least "
-        against = (f"; against random search's median {bound}{median / base[0]:.2f} "
-                   f"[{median / base[2]:.2f}-{median / base[1]:.2f}]" if base else "")
-        print(f"{setup:14} to target: found {found}/{len(runs)}, median {bound}{median:g} trial-epochs (not found: "
-              f"all it spent) per seed {' '.join(str(c) if s.to_target is not None else f'>{c}' for c, s in zip(cost, runs))}"
-              + against)
+        low = statistics.median(cost)
+        high = statistics.median([s.to_target if s.to_target is not None else math.inf for s in runs])
+        span = f"{low:g}" if low == high else f"at least {low:g}" if high == math.inf else f"{low:g}-{high:g}"
+        against = (f"; against random search's median {low / base[0]:.2f}"
+                   + ("" if low == high else f"-{high / base[0]:.2f}")
+                   + f" [{low / base[2]:.2f}-{high / base[1]:.2f}]" if base else "")
+        print(f"{setup:14} to target: found {found}/{len(runs)}, median {span} trial-epochs per seed "
+              f"{' '.join(str(c) if s.to_target is not None else f'>{c}' for c, s in zip(cost, runs))}" + against)
 
 
 if __name__ == "__main__":
