@@ -7,9 +7,10 @@
 Both are the trial's own path (trainables.trial_data.prepare_data and trial_loader on the generated
 covid_radiography set with its masks, trainables.loop.to_device, and Data.augment for "device"), with every
 step a config offers switched on (trainables.augment.STRONG: crop, both flips, rotation, colour jitter), and
-no model: --batches training batches per round, from the batch in hand in the loader to the augmented,
-normalised batch on the device (synchronised on a GPU), alternating the two for --rounds after one round of
-warm-up. Printed per image size: the median images/s of each and their ratio (device over loader), and the
+no model: --batches training batches per round (one epoch's first; the generated set's epoch is 16 batches
+of 16 images), from the loader's iterator to the augmented, normalised batch on the device (synchronised on
+a GPU), each place with its own loader (its workers persistent, as in a trial), alternating the two for
+--rounds after one round of warm-up. Printed per image size: the median images/s of each and their ratio (device over loader), and the
 loader's busy seconds per image (its producer's time reading, augmenting and collating, as
 perf/loader_images_per_s counts it). --threads is the trial process's torch threads (a 1-CPU trial: 1);
 loader workers (--workers) run one thread each, as in a trial.
@@ -22,19 +23,16 @@ import statistics
 import time
 
 
-def batches_per_s(cfg: dict, device, batches: int, epoch: int) -> tuple[float, float]:
-    """(images/s, the loader's busy seconds per image) over `batches` training batches of `epoch` through
-    cfg's data path, augmented where cfg's aug/where says."""
+def batches_per_s(data, loader, cfg: dict, device, batches: int, epoch: int) -> tuple[float, float]:
+    """(images/s, the loader's busy seconds per image) over the first `batches` training batches of `epoch`
+    through the trial's loader, augmented where cfg's aug/where says."""
     import torch
 
     from trainables.loop import to_device
-    from trainables.trial_data import prepare_data, trial_loader
 
-    data = prepare_data(cfg, masks=True)
-    loader = trial_loader(data, cfg, device)
-    images, busy, stream = 0, 0.0, loader.epoch(epoch)
+    images, busy = 0, 0.0
     started = time.perf_counter()
-    for _, (batch, load_s) in zip(range(batches), stream):
+    for _, (batch, load_s) in zip(range(batches), loader.epoch(epoch)):
         batch = to_device(batch, device, cfg)
         if data.augment:
             batch = data.augment(batch)
@@ -64,6 +62,7 @@ def main() -> None:
 
     from trainables.augment import STRONG
     from trainables.registry import TRAINABLES
+    from trainables.trial_data import prepare_data, trial_loader
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -74,11 +73,16 @@ def main() -> None:
     for size in sizes:
         base = {**TRAINABLES["multitask"].defaults, **STRONG, "data/image_size": size, "train/batch_size": args.batch,
                 "data/workers": args.workers}
+        cfgs = {where: {**base, "aug/where": where} for where in ("loader", "device")}
+        paths = {}
+        for where, cfg in cfgs.items():
+            data = prepare_data(cfg, masks=True)
+            paths[where] = (data, trial_loader(data, cfg, device))
         rates: dict[str, list[float]] = {"loader": [], "device": []}
         busy: dict[str, list[float]] = {"loader": [], "device": []}
-        for round_ in range(args.rounds + 1):  # the first round warms up and is not counted
-            for where in ("loader", "device"):
-                rate, per_image = batches_per_s({**base, "aug/where": where}, device, args.batches, round_ + 1)
+        for round_ in range(args.rounds + 1):  # the first round (workers' start, caches) is not counted
+            for where, cfg in cfgs.items():
+                rate, per_image = batches_per_s(*paths[where], cfg, device, args.batches, round_ + 1)
                 if round_:
                     rates[where].append(rate)
                     busy[where].append(per_image)
