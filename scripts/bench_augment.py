@@ -10,10 +10,10 @@ step a config offers switched on (trainables.augment.STRONG: crop, both flips, r
 no model: --batches training batches per round (one epoch's first; the generated set's epoch is 16 batches
 of 16 images), from the loader's iterator to the augmented, normalised batch on the device (synchronised on
 a GPU), each place with its own loader (its workers persistent, as in a trial), alternating the two for
---rounds after one round of warm-up. Printed per image size: the median images/s of each and their ratio (device over loader), and the
-loader's busy seconds per image (its producer's time reading, augmenting and collating, as
-perf/loader_images_per_s counts it). --threads is the trial process's torch threads (a 1-CPU trial: 1);
-loader workers (--workers) run one thread each, as in a trial.
+--rounds after one round of warm-up. Printed per image size: the median images/s of each and their ratio
+(device over loader), and the loader's busy milliseconds per image (its producer's time reading, augmenting
+and collating, as perf/loader_images_per_s counts it). --threads is the trial process's torch threads (a
+1-CPU trial: 1); loader workers (--workers) run one thread each, as in a trial.
 """
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{name}: batch {args.batch}, {args.batches} batches x {args.rounds} rounds, data/workers {args.workers}, "
           f"{args.threads} torch thread(s); augmentation {STRONG}; load average {os.getloadavg()[0]:.1f}", flush=True)
-    print(f"{'px':>5} {'loader img/s':>13} {'device img/s':>13} {'device/loader':>14} {'loader busy ms/img (loader, device)':>36}")
+    print(f"{'px':>5} {'loader img/s':>13} {'device img/s':>13} {'device/loader':>14} "
+          f"{'loader busy ms/img (loader, device)':>36}")
     for size in sizes:
         base = {**TRAINABLES["multitask"].defaults, **STRONG, "data/image_size": size, "train/batch_size": args.batch,
                 "data/workers": args.workers}

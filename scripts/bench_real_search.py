@@ -16,10 +16,11 @@ alike in both setups of a seed.
 --table TABLE adds the replay's measure of compute: the trial-epochs spent until a trial that ran every epoch
 ends within --tolerance of the table's best final primary (Table.target), per seed; a search whose trials
 never do is not found (">" all it spent): its true cost lies above what it spent, so the median is printed
-as the range it must lie in (with not found counted as what they spent, then as never found). Random + FIFO's trials are independent draws of the space, so
-the share p of its finished trials that reach the target, pooled over its seeds (with the exact 95% interval),
-gives the median compute random search needs, epochs x ceil(ln 0.5 / ln(1 - p)) trial-epochs, without running
-it until it finds one; each setup's median is printed against that.
+as the range it must lie in (with not found counted as what they spent, then as never found). Random +
+FIFO's trials are independent draws of the space, so the share p of its finished trials that reach the
+target, pooled over its seeds (with the exact 95% interval), gives the median compute random search needs,
+epochs x ceil(ln 0.5 / ln(1 - p)) trial-epochs, without running it until it finds one; each setup's median
+is printed against that.
 --reuse reads back a seed's search the home already holds (the latest real-SAMPLER-SCHEDULER-SEED-HHMMSS that
 finished its --num-samples trials) instead of running it again: an interrupted run picks up where it stopped,
 and --first-seed adds seeds to earlier ones.

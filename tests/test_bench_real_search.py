@@ -40,7 +40,8 @@ def test_random_search_needs_the_median_of_a_geometric_number_of_draws(script):
     assert script.random_search_median(1, 10, 4)[0] == 4 * 7  # 1 - 0.9^7 = 0.52, 1 - 0.9^6 = 0.47
     estimate, low, high = script.random_search_median(3, 100, 4)
     assert low < estimate < high and estimate == 4 * 23  # 1 - 0.97^23 = 0.504
-    assert script.random_search_median(0, 100, 4)[0] == math.inf and script.random_search_median(0, 100, 4)[2] == math.inf
+    never = script.random_search_median(0, 100, 4)
+    assert never[0] == math.inf and never[2] == math.inf and never[1] < math.inf  # p may still be up to 3.6%
 
 
 @pytest.mark.slow  # two tune-run searches of two trials each, in their own processes (about a minute)
