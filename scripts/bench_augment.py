@@ -5,7 +5,7 @@
     $ uv run python scripts/bench_augment.py --device cuda --workers 4 --image-size 224,299 --batch 64
 
 Both are the trial's own path (trainables.trial_data.prepare_data and trial_loader on the generated
-covid_radiography set with its masks, trainables.loop.to_device, and Data.augment for "device"), with every
+covid_radiography set with its masks, and trainables.loop.to_device, with Data.augment for "device"), with every
 step a config offers switched on (trainables.augment.STRONG: crop, both flips, rotation, colour jitter), and
 no model: --batches training batches per round (one epoch's first; the generated set's epoch is 16 batches
 of 16 images), from the loader's iterator to the augmented, normalised batch on the device (synchronised on
@@ -33,9 +33,7 @@ def batches_per_s(data, loader, cfg: dict, device, batches: int, epoch: int) -> 
     images, busy = 0, 0.0
     started = time.perf_counter()
     for _, (batch, load_s) in zip(range(batches), loader.epoch(epoch)):
-        batch = to_device(batch, device, cfg)
-        if data.augment:
-            batch = data.augment(batch)
+        batch = to_device(batch, device, cfg, data.augment)
         images, busy = images + len(batch[0]), busy + load_s
     if device.type == "cuda":
         torch.cuda.synchronize(device)

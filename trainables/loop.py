@@ -148,10 +148,15 @@ def memory_format(cfg: dict) -> torch.memory_format:
     return torch.channels_last if cfg["train/channels_last"] else torch.preserve_format
 
 
-def to_device(batch: tuple, device: torch.device, cfg: dict) -> tuple:
-    """The batch on the device, its images (4-D tensors) in the config's memory format."""
-    return tuple(x.to(device, non_blocking=True, memory_format=memory_format(cfg) if x.dim() == 4 else
-                      torch.preserve_format) for x in batch)
+def to_device(batch: tuple, device: torch.device, cfg: dict,
+              augment: Callable[[tuple], tuple] | None = None) -> tuple:
+    """The batch on the device, augmented there by `augment` (Data.augment) when given, its images (4-D
+    tensors) in the config's memory format."""
+    batch = tuple(x.to(device, non_blocking=True, memory_format=memory_format(cfg) if x.dim() == 4 else
+                       torch.preserve_format) for x in batch)
+    if augment is None:
+        return batch
+    return tuple(x.contiguous(memory_format=memory_format(cfg)) if x.dim() == 4 else x for x in augment(batch))
 
 
 def training_step(model, batch: tuple, loss_fn, optimizer, epoch: int, step: int, cfg: dict) -> float:
@@ -186,10 +191,7 @@ def train_epoch(model, batches: Iterator, loss_fn, optimizer, device, epoch: int
     seen, loss_sum, t0 = 0, 0.0, time.perf_counter()
     for step, (batch, load_s) in enumerate(batches):
         started = time.perf_counter()
-        batch = to_device(batch, device, cfg)
-        if augment:
-            batch = tuple(x.contiguous(memory_format=memory_format(cfg)) if x.dim() == 4 else x
-                          for x in augment(batch))
+        batch = to_device(batch, device, cfg, augment)
         loss = training_step(model, batch, loss_fn, optimizer, epoch, step, cfg)
         if device.type == "cuda":
             torch.cuda.synchronize(device)

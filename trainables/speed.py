@@ -64,8 +64,8 @@ class Speed:
         """perf/train_images_per_s: the median over the training steps of the trial after the warm-up steps
         of each worker process (until there is one, over the warm-up steps) of a step's images per second,
         a step being from the batch in hand to the optimizer's update done (transfer, with aug/where "device"
-        the batch's augmentation, forward, backward, update; synchronised on a GPU): the model's throughput, without loader waits, and the median
-        so that a neighbour's burst on a shared machine does not move it.
+        the batch's augmentation, forward, backward, update; synchronised on a GPU): the model's throughput,
+        without loader waits, and the median so that a neighbour's burst on a shared machine does not move it.
         perf/loader_images_per_s: see trainables.loading (busy time of the loader, times its workers).
         perf/epoch_s: wall-clock seconds of this epoch's training pass; perf/train_total_s: their sum.
         perf/peak_mem_mb: see peak_memory_mb."""
