@@ -22,8 +22,8 @@ target, pooled over its seeds (with the exact 95% interval), gives the median co
 epochs x ceil(ln 0.5 / ln(1 - p)) trial-epochs, without running it until it finds one; each setup's median
 is printed against that.
 --reuse reads back a seed's search the home already holds (the latest real-SAMPLER-SCHEDULER-SEED-HHMMSS that
-finished its --num-samples trials) instead of running it again: an interrupted run picks up where it stopped,
-and --first-seed adds seeds to earlier ones.
+finished, saved with the same trials, --smoke-test and --set) instead of running it again: an interrupted run
+picks up where it stopped, and --first-seed adds seeds to earlier ones.
 """
 from __future__ import annotations
 
@@ -91,14 +91,15 @@ def random_search_median(hits: int, draws: int, epochs: int) -> tuple[float, flo
     return median(hits / draws), median(ci.high), median(ci.low)
 
 
-def finished_name(home: str, prefix: str, trials: int) -> str | None:
-    """The latest experiment `prefix-HHMMSS` of the home whose search finished with `trials` trials."""
+def finished_name(home: str, prefix: str, wanted: dict) -> str | None:
+    """The latest experiment `prefix-HHMMSS` of the home whose search finished with the saved settings in
+    `wanted` (those tune-run saved: sampler, scheduler, seed, num_samples, smoke_test, overrides)."""
     from search.home import ExperimentState, experiment_names
 
     for name in sorted((n for n in experiment_names(home) if re.fullmatch(re.escape(prefix) + r"-\d{6}", n)),
                        key=lambda n: n[-6:], reverse=True):
         state = ExperimentState(home, name)
-        if os.path.exists(state.search_done) and len(os.listdir(state.round_dir(0))) >= trials:
+        if os.path.exists(state.search_done) and all(state.load_settings().get(k) == v for k, v in wanted.items()):
             return name
     return None
 
@@ -130,7 +131,8 @@ def main() -> None:
     primary, mode = next(iter(space.objectives.items()))
     known = {**space.defaults, **space.smoke} if args.smoke_test else space.defaults
     try:
-        epochs = {**known, **parse_sets(args.set, known)}["train/epochs"]  # as tune-run reads them
+        overrides = parse_sets(args.set, known)  # as tune-run reads them
+        epochs = {**known, **overrides}["train/epochs"]
     except UsageError as e:
         parser.error(str(e))
     target = None
@@ -156,7 +158,9 @@ def main() -> None:
         for setup in setups:
             sampler, _, scheduler = setup.partition("+")
             prefix = f"real-{sampler}-{scheduler}-{seed}"
-            name, t0 = (finished_name(home, prefix, args.num_samples) if args.reuse else None), time.perf_counter()
+            wanted = {"sampler": sampler, "scheduler": scheduler, "seed": seed, "num_samples": args.num_samples,
+                      "smoke_test": args.smoke_test, "overrides": overrides}
+            name, t0 = (finished_name(home, prefix, wanted) if args.reuse else None), time.perf_counter()
             ran = name is None
             if ran:
                 name = f"{prefix}-{time.strftime('%H%M%S')}"

@@ -67,6 +67,12 @@ def test_each_setup_runs_a_real_search_per_seed(script, mlflow_server, tmp_path,
     again = capsys.readouterr().out.splitlines()
     assert "(read back: real-random-fifo-0-" in again[1] and "(read back: real-random-asha-0-" in again[2]
     assert again[1].split()[:12] == fifo[:12] and again[5:] == lines[5:]
+    saved = {"sampler": "random", "scheduler": "fifo", "seed": 0, "num_samples": 2, "smoke_test": False,
+             "overrides": {"train/epochs": 2, "data/fraction": 0.25}}
+    home = str(tmp_path / "home")
+    assert script.finished_name(home, "real-random-fifo-0", saved) == again[1].split("(read back: ")[1][:-1]
+    for other in ({"num_samples": 3}, {"overrides": {"train/epochs": 2}}, {"smoke_test": True}):
+        assert script.finished_name(home, "real-random-fifo-0", {**saved, **other}) is None  # not the same search
 
 
 def test_a_search_needs_seeds_trials_and_a_budget(script, monkeypatch, capsys):
