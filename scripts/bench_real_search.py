@@ -20,7 +20,10 @@ as the range it must lie in (with not found counted as what they spent, then as 
 FIFO's trials are independent draws of the space, so the share p of its finished trials that reach the
 target, pooled over its seeds (with the exact 95% interval), gives the median compute random search needs,
 epochs x ceil(ln 0.5 / ln(1 - p)) trial-epochs, without running it until it finds one; each setup's median
-is printed against that.
+is printed against that. As the seed is every trial's train/seed, seeds may differ in that share: the same
+median is also printed with a share of its own per seed (beta-binomial, seed_varying_median), with the
+likelihood-ratio p of that against one share. Where the table has two objectives, each setup's front within
+--budget is measured as the replay measures it (front_shares), and the first setup compared seed for seed.
 --reuse reads back a seed's search the home already holds (the latest real-SAMPLER-SCHEDULER-SEED-HHMMSS that
 finished, saved with the same trials, --smoke-test and --set) instead of running it again: an interrupted run
 picks up where it stopped, and --first-seed adds seeds to earlier ones.
@@ -47,6 +50,7 @@ class Search:
 
     spent: int  # trial-epochs, in all
     best: float  # the best final primary of a trial that ended within the budget (nan when none did)
+    within: list[tuple[float, dict]]  # the final primary and flat config of each trial that ended within it
     finals: list[float]  # the final primary of every trial that ran all its epochs
     to_target: int | None  # trial-epochs spent when the first trial reaching the target ended (None: never)
 
@@ -58,6 +62,7 @@ def read_search(home: str, name: str, primary: str, mode: str, epochs: int, budg
     from ray.tune import ExperimentAnalysis
 
     from search.home import ExperimentState
+    from trainables.registry import flat_config
 
     trials = sorted(ExperimentAnalysis(ExperimentState(home, name).round_dir(0)).trials,
                     key=lambda t: t.run_metadata.start_time or 0)
@@ -70,11 +75,37 @@ def read_search(home: str, name: str, primary: str, mode: str, epochs: int, budg
             continue
         finals.append(result[primary])
         if spent <= budget:
-            within.append(result[primary])
+            within.append((result[primary], flat_config(trial.config)))
         if to_target is None and target is not None and sign * result[primary] >= sign * target:
             to_target = spent
-    best = (max(within) if mode == "max" else min(within)) if within else float("nan")
-    return Search(spent, best, finals, to_target)
+    values = [value for value, _ in within]
+    best = (max(values) if mode == "max" else min(values)) if values else float("nan")
+    return Search(spent, best, within, finals, to_target)
+
+
+def front_shares(searches: list[Search], table, trainable: str) -> list[float]:
+    """Each search's hypervolume as a share of the table's: the front of its trials that ended within the
+    budget, over the table's two objectives as the replay counts them (the primary, and the speed as 1e9 /
+    training FLOPs per image, counted once per model: the model/* keys, data/channels and data/image_size),
+    scaled to the table's range against its worst corner. Above 1 where a trial beat the table's best."""
+    import numpy as np
+    from bench_tabular_build import train_flops
+
+    flops: dict[tuple, int] = {}
+
+    def speed(config: dict) -> float:
+        model = tuple(sorted((k, v) for k, v in config.items()
+                             if k.startswith("model/") or k in ("data/channels", "data/image_size")))
+        if model not in flops:
+            flops[model] = train_flops(config, trainable)
+        return 1e9 / flops[model]
+
+    shares = []
+    for search in searches:
+        points = np.array([[value, speed(config)] for value, config in search.within]).reshape(-1, 2) * table.signs
+        points = points[(points >= table.low).all(axis=1)]  # a point worse than the table's worst adds nothing
+        shares.append(table.hypervolume(points) / table.full_hv)
+    return shares
 
 
 def random_search_median(hits: int, draws: int, epochs: int) -> tuple[float, float, float]:
@@ -89,6 +120,41 @@ def random_search_median(hits: int, draws: int, epochs: int) -> tuple[float, flo
 
     ci = binomtest(hits, draws).proportion_ci(0.95, method="exact")
     return median(hits / draws), median(ci.high), median(ci.low)
+
+
+def seed_varying_median(hits: list[int], draws: list[int], epochs: int,
+                        resamples: int = 1000) -> tuple[float, float, float, float]:
+    """Median trial-epochs random search needs when each seed's configs reach the target in a share of its own
+    (hits of draws per seed; the shares beta-distributed over seeds, fitted by maximum likelihood to a
+    beta-binomial): the estimate, its 95% interval (percentile bootstrap over seeds), and the likelihood-ratio
+    p against one share for every seed. Two seeds or more."""
+    import numpy as np
+    from scipy import optimize, special, stats
+
+    def fit(k: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, float]:
+        result = optimize.minimize(lambda ab: -stats.betabinom.logpmf(k, n, *np.exp(ab)).sum(), [0.0, 3.0],
+                                   method="Nelder-Mead")
+        return np.exp(result.x), -result.fun
+
+    def median(k: np.ndarray, n: np.ndarray) -> float:
+        if not k.any():
+            return math.inf
+        (a, b), _ = fit(k, n)
+
+        def log_unfound(d: float) -> float:  # log of (the chance d draws miss) / ½
+            return special.betaln(a, b + d) - special.betaln(a, b) - math.log(0.5)
+
+        if log_unfound(1e12) > 0:
+            return math.inf
+        return float(epochs * max(1, math.ceil(optimize.brentq(log_unfound, 0, 1e12))))
+
+    k, n = np.array(hits), np.array(draws)
+    with np.errstate(invalid="ignore"):  # the standard error of resamples with no hit (an infinite median)
+        ci = stats.bootstrap((k, n), median, paired=True, vectorized=False, method="percentile",
+                             n_resamples=resamples, random_state=0).confidence_interval
+    ratio = 2 * (fit(k, n)[1] - stats.binom.logpmf(k, n, k.sum() / n.sum()).sum()) if k.any() else 0.0
+    p = 0.5 * stats.chi2.sf(ratio, 1) if ratio > 0 else 1.0  # one share is the boundary: half a chi-square
+    return median(k, n), ci.low, ci.high, p
 
 
 def finished_name(home: str, prefix: str, wanted: dict) -> str | None:
@@ -186,29 +252,47 @@ def main() -> None:
               f"{paired([s.best for s in searches[setup]], [s.best for s in searches[first]])}")
     if args.table:
         print_compute(searches, target, mode, epochs)
+        if len(table.objectives) > 1:
+            print_fronts(searches, table, space.trainable.name, args.budget)
 
 
 def print_compute(searches: dict[str, list], target: float, mode: str, epochs: int) -> None:
     """Each setup's trial-epochs to the target, and against random search's median where random + FIFO ran."""
     sign = 1.0 if mode == "max" else -1.0
-    base = None
+    bases = {}
     if "random+fifo" in searches:
-        finals = [v for s in searches["random+fifo"] for v in s.finals]
-        hits = sum(sign * v >= sign * target for v in finals)
-        base = random_search_median(hits, len(finals), epochs)
-        print(f"random + FIFO's finished trials reaching the target: {hits} of {len(finals)}: median trial-epochs "
-              f"to the target {base[0]:.0f} [95% interval {base[1]:.0f}-{base[2]:.0f}]")
+        hits = [sum(sign * v >= sign * target for v in s.finals) for s in searches["random+fifo"]]
+        draws = [len(s.finals) for s in searches["random+fifo"]]
+        bases["one share"] = random_search_median(sum(hits), sum(draws), epochs)
+        print(f"random + FIFO's finished trials reaching the target: {sum(hits)} of {sum(draws)}: median "
+              "trial-epochs to the target {:.0f} [95% interval {:.0f}-{:.0f}]".format(*bases["one share"]))
+        if len(hits) > 1:
+            *bases["shares by seed"], p = seed_varying_median(hits, draws, epochs)
+            print("the same with a share of its own per seed (beta-binomial; against one share, likelihood "
+                  f"ratio p {p:.2g}): median {{:.0f}} [95% interval {{:.0f}}-{{:.0f}}]".format(*bases["shares by seed"]))
     for setup, runs in searches.items():
         cost = [s.to_target if s.to_target is not None else s.spent for s in runs]
         found = sum(s.to_target is not None for s in runs)
         low = statistics.median(cost)
         high = statistics.median([s.to_target if s.to_target is not None else math.inf for s in runs])
         span = f"{low:g}" if low == high else f"at least {low:g}" if high == math.inf else f"{low:g}-{high:g}"
-        against = (f"; against random search's median {low / base[0]:.2f}"
-                   + ("" if low == high else f"-{high / base[0]:.2f}")
-                   + f" [{low / base[2]:.2f}-{high / base[1]:.2f}]" if base else "")
+        against = "".join(f"; against random search's median ({model}) {low / base[0]:.2f}"
+                          + ("" if low == high else f"-{high / base[0]:.2f}")
+                          + f" [{low / base[2]:.2f}-{high / base[1]:.2f}]" for model, base in bases.items())
         print(f"{setup:14} to target: found {found}/{len(runs)}, median {span} trial-epochs per seed "
               f"{' '.join(str(c) if s.to_target is not None else f'>{c}' for c, s in zip(cost, runs))}" + against)
+
+
+def print_fronts(searches: dict[str, list], table, trainable: str, budget: int) -> None:
+    """Each setup's hypervolume share within the budget (front_shares), and the first setup against the others."""
+    shares = {setup: front_shares(runs, table, trainable) for setup, runs in searches.items()}
+    for setup, values in shares.items():
+        low, mid, high = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+        print(f"{setup:14} hypervolume share within {budget} trial-epochs: median {mid:.3f} "
+              f"(quartiles {low:.3f}-{high:.3f})")
+    first, *others = shares
+    for setup in others:
+        print(f"{first} against {setup}, hypervolume share seed for seed: {paired(shares[setup], shares[first])}")
 
 
 if __name__ == "__main__":

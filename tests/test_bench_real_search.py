@@ -44,6 +44,15 @@ def test_random_search_needs_the_median_of_a_geometric_number_of_draws(script):
     assert never[0] == math.inf and never[2] == math.inf and never[1] < math.inf  # p may still be up to 3.6%
 
 
+def test_seeds_that_differ_in_their_share_of_hits_make_random_search_slower(script):
+    alike = script.seed_varying_median([1] * 20, [100] * 20, 4, resamples=99)
+    assert alike[0] == script.random_search_median(20, 2_000, 4)[0] and alike[3] > 0.4  # one share fits as well
+    estimate, low, high, p = script.seed_varying_median([0] * 10 + [10] * 10, [100] * 20, 4, resamples=99)
+    assert p < 1e-6 and low < estimate < high  # half the seeds never hit: a beta-binomial, not one share
+    assert estimate > 2 * script.random_search_median(100, 2_000, 4)[0]  # a median seed is slower than the pool
+    assert script.seed_varying_median([0, 0, 0], [50] * 3, 4) == (math.inf, math.inf, math.inf, 1.0)
+
+
 @pytest.mark.slow  # two tune-run searches of two trials each, in their own processes (about a minute)
 def test_each_setup_runs_a_real_search_per_seed(script, mlflow_server, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MEDTUNE_HOME", str(tmp_path / "home"))
@@ -62,6 +71,9 @@ def test_each_setup_runs_a_real_search_per_seed(script, mlflow_server, tmp_path,
                         r"mean difference [+-]\d\.\d{4}; Wilcoxon p \S+", lines[5])
     assert re.fullmatch(r"random \+ FIFO's finished trials reaching the target: [012] of 2: .*", lines[6])
     assert lines[7].startswith("random+fifo    to target: found ") and "against random search's median" in lines[7]
+    assert re.fullmatch(r"random\+asha    hypervolume share within 4 trial-epochs: median \d\.\d{3} "
+                        r"\(quartiles \d\.\d{3}-\d\.\d{3}\)", lines[10])
+    assert lines[11].startswith("random+fifo against random+asha, hypervolume share seed for seed: higher ")
     monkeypatch.setattr(sys, "argv", argv + ["--reuse"])  # the same again: the searches are read back, not rerun
     script.main()
     again = capsys.readouterr().out.splitlines()
@@ -88,3 +100,21 @@ def test_a_search_needs_seeds_trials_and_a_budget(script, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         script.main()
     assert exit_.value.code == 2 and "--set 'train/epochs' is not of the form key=value" in capsys.readouterr().err
+
+
+def test_a_front_is_measured_as_the_replay_measures_the_tables(script, monkeypatch):
+    import json
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "scripts"))
+    from bench_tabular_replay import Table
+
+    with open(TABLE) as f:
+        table = Table(json.load(f), "flops")
+    rows = [(row["curves"]["val/f1_macro"][-1], {**table.constants, **row["params"]}) for row in table.rows]
+    best = max(rows, key=lambda row: row[0])  # the table's front: test_byobnet, its fastest model, is also best
+    slower = max((row for row in rows if row[1]["model/backbone"] == "test_vit"), key=lambda row: row[0])
+    worst = (min(row[0] for row in rows) - 0.1, best[1])  # below every row: adds nothing
+    searches = [script.Search(0, 0.0, within, [], None) for within in (rows, [best], [slower], [worst], [])]
+    every, front, one, below, none = script.front_shares(searches, table, "classification")
+    assert every == pytest.approx(1.0) and front == pytest.approx(1.0)  # FLOPs counted as the table counts them
+    assert 0 < one < 1 and below == 0 and none == 0
