@@ -263,13 +263,14 @@ def print_compute(searches: dict[str, list], target: float, mode: str, epochs: i
     if "random+fifo" in searches:
         hits = [sum(sign * v >= sign * target for v in s.finals) for s in searches["random+fifo"]]
         draws = [len(s.finals) for s in searches["random+fifo"]]
-        bases["one share"] = random_search_median(sum(hits), sum(draws), epochs)
+        base = bases["one share"] = random_search_median(sum(hits), sum(draws), epochs)
         print(f"random + FIFO's finished trials reaching the target: {sum(hits)} of {sum(draws)}: median "
-              "trial-epochs to the target {:.0f} [95% interval {:.0f}-{:.0f}]".format(*bases["one share"]))
+              f"trial-epochs to the target {base[0]:.0f} [95% interval {base[1]:.0f}-{base[2]:.0f}]")
         if len(hits) > 1:
-            *bases["shares by seed"], p = seed_varying_median(hits, draws, epochs)
-            print("the same with a share of its own per seed (beta-binomial; against one share, likelihood "
-                  f"ratio p {p:.2g}): median {{:.0f}} [95% interval {{:.0f}}-{{:.0f}}]".format(*bases["shares by seed"]))
+            *base, p = seed_varying_median(hits, draws, epochs)
+            bases["shares by seed"] = base
+            print(f"the same with a share of its own per seed (beta-binomial; against one share, likelihood "
+                  f"ratio p {p:.2g}): median {base[0]:.0f} [95% interval {base[1]:.0f}-{base[2]:.0f}]")
     for setup, runs in searches.items():
         cost = [s.to_target if s.to_target is not None else s.spent for s in runs]
         found = sum(s.to_target is not None for s in runs)
