@@ -136,10 +136,10 @@ def seed_varying_median(hits: list[int], draws: list[int], epochs: int,
                                    method="Nelder-Mead")
         return np.exp(result.x), -result.fun
 
-    def median(k: np.ndarray, n: np.ndarray) -> float:
+    def median(k: np.ndarray, n: np.ndarray, fitted: tuple[np.ndarray, float] | None = None) -> float:
         if not k.any():
             return math.inf
-        (a, b), _ = fit(k, n)
+        (a, b), _ = fitted or fit(k, n)
 
         def log_unfound(d: float) -> float:  # log of (the chance d draws miss) / ½
             return special.betaln(a, b + d) - special.betaln(a, b) - math.log(0.5)
@@ -149,12 +149,13 @@ def seed_varying_median(hits: list[int], draws: list[int], epochs: int,
         return float(epochs * max(1, math.ceil(optimize.brentq(log_unfound, 0, 1e12))))
 
     k, n = np.array(hits), np.array(draws)
+    fitted = fit(k, n) if k.any() else None
     with np.errstate(invalid="ignore"):  # the standard error of resamples with no hit (an infinite median)
         ci = stats.bootstrap((k, n), median, paired=True, vectorized=False, method="percentile",
                              n_resamples=resamples, random_state=0).confidence_interval
-    ratio = 2 * (fit(k, n)[1] - stats.binom.logpmf(k, n, k.sum() / n.sum()).sum()) if k.any() else 0.0
+    ratio = 2 * (fitted[1] - stats.binom.logpmf(k, n, k.sum() / n.sum()).sum()) if fitted else 0.0
     p = 0.5 * stats.chi2.sf(ratio, 1) if ratio > 0 else 1.0  # one share is the boundary: half a chi-square
-    return median(k, n), ci.low, ci.high, p
+    return median(k, n, fitted), ci.low, ci.high, p
 
 
 def finished_name(home: str, prefix: str, wanted: dict) -> str | None:
