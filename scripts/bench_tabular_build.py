@@ -55,6 +55,21 @@ def train_in_process(cfg: dict, space_path: str) -> list[dict]:
     return epochs
 
 
+def machine() -> str:
+    """This machine as a table records it: host, CPUs, the CPU's model and the vector instructions torch picks its
+    kernels by. A row's values are its machine's: on another CPU the same config and seed may train to others."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"{platform.node()}, {os.cpu_count()} CPUs, {model}, torch CPU capability {capability}"
+
+
 def train_one(job: tuple[int, dict, str, list[str]]) -> dict:
     """Config `cfg` (index i) trained in this process; its row: searched params, per-epoch curves, FLOPs."""
     from search.spacefile import load_space
@@ -136,8 +151,7 @@ def main() -> None:
                   f"{time.perf_counter() - t0:.0f} s, load {row['load']:.1f}", flush=True)
     table = {
         "space": os.path.relpath(space.path), "command": " ".join(["python", *sys.argv]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": f"{platform.node()}, "
-        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
         "objectives": space.objectives, "constants": {k: v for k, v in constants.items() if k not in searched},
         "choices": {k: sorted(v) for k, v in choices.items()},
         "rows": [done[i] for i in sorted(done)],
