@@ -28,7 +28,7 @@ from mlflow_server.records import ERROR, MLFLOW_PARENT, PARENT, ROLE, TRIAL, exp
 from mlflow_server.selection import last_epoch, reached_budget
 from mlflow_server.server import answers
 from mlflow_server.write_queue import WriteQueue
-from trainables.registry import CHECKPOINT_ARTIFACTS, flat_config
+from trainables.registry import CHECKPOINT_ARTIFACTS, MACHINE_PREFIX, flat_config
 
 # Confusion matrices a trainable reports ({"classes", "matrix", "rows", "columns"}) -> their artifacts.
 CONFUSION_FILES = {"val/confusion_matrix": "confusion_matrix.json", "test/confusion_matrix": "test_confusion_matrix.json"}
@@ -89,6 +89,7 @@ class TrialTracker(Callback):
         self.queue = WriteQueue(uri, experiment, parent_run_id, pending_dir)
         self.tags = {key: str(value) for key, value in tags.items()}
         self.end_wait_s = end_wait_s
+        self.machines: dict[str, dict[str, str]] = {}  # per trial, the machine/* tags written so far
 
     @property
     def pending_path(self) -> Path:
@@ -114,15 +115,25 @@ class TrialTracker(Callback):
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info
     ):
+        """The result's numbers become metrics of the trial's run; its machine/* strings, tags (written when
+        they change: a trial resumed on another machine is tagged with the machine of its latest epochs)."""
         timestamp = int(time.time() * 1000)
         step = last_epoch(result)
+        flat = _flat_result(result)
         metrics = [
             [key, float(value), timestamp, step]
-            for key, value in _flat_result(result).items()
+            for key, value in flat.items()
             if "/" in key and isinstance(value, numbers.Real) and not isinstance(value, bool)
         ]
+        written = self.machines.setdefault(trial.trial_id, {})
+        machine = {key: value for key, value in flat.items()
+                   if key.startswith(MACHINE_PREFIX) and isinstance(value, str) and written.get(key) != value}
+        written.update(machine)
+        ops = [{"op": "tag", "key": key, "value": value} for key, value in machine.items()]
         if metrics:
-            self._submit(trial, {"op": "metrics", "metrics": metrics})
+            ops.append({"op": "metrics", "metrics": metrics})
+        if ops:
+            self._submit(trial, *ops)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info):
         """FINISHED when the last result reached its budget, else KILLED (the rule of

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from bench_tabular_build import machine, train_in_process
+from bench_tabular_build import machine_line, train_in_process
 from bench_tabular_replay import Table, surrogate_table
 
 
@@ -56,7 +56,7 @@ def main() -> None:
     seeds = [raw["constants"]["train/seed"] + i for i in range(args.seeds)]
     print(f"{args.table}: {len(raw['rows'])} rows, surrogate over {len(dense['rows'])} configs (R² {r2:.2f}); "
           f"table's best final {primary} {sign * table.best:.4f}; the {args.top} best predicted and the best row, "
-          f"trained under seeds {seeds[0]}-{seeds[-1]}; load average {os.getloadavg()[0]:.1f}; {machine()}",
+          f"trained under seeds {seeds[0]}-{seeds[-1]}; load average {os.getloadavg()[0]:.1f}; {machine_line()}",
           flush=True)
     trained: dict[str, np.ndarray] = {}  # a config's final values under the seeds, trained once
 

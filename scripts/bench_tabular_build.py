@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 
@@ -55,19 +54,17 @@ def train_in_process(cfg: dict, space_path: str) -> list[dict]:
     return epochs
 
 
-def machine() -> str:
+def machine_line() -> str:
     """This machine as a table records it: host, CPUs, the CPU's model and the vector instructions torch picks its
-    kernels by. A row's values are its machine's: on another CPU the same config and seed may train to others."""
+    kernels by (trainables.machine). A row's values are its machine's: another CPU may train the same config and
+    seed to others."""
     import torch
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    capability = torch.backends.cpu.get_cpu_capability()
-    return f"{platform.node()}, {os.cpu_count()} CPUs, {model}, torch CPU capability {capability}"
+    from trainables.machine import machine
+
+    where = machine(torch.device("cpu"))
+    return (f"{where['machine/host']}, {os.cpu_count()} CPUs, {where['machine/cpu']}, "
+            f"torch CPU capability {where['machine/cpu_capability']}")
 
 
 def train_one(job: tuple[int, dict, str, list[str]]) -> dict:
@@ -151,7 +148,7 @@ def main() -> None:
                   f"{time.perf_counter() - t0:.0f} s, load {row['load']:.1f}", flush=True)
     table = {
         "space": os.path.relpath(space.path), "command": " ".join(["python", *sys.argv]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_line(),
         "objectives": space.objectives, "constants": {k: v for k, v in constants.items() if k not in searched},
         "choices": {k: sorted(v) for k, v in choices.items()},
         "rows": [done[i] for i in sorted(done)],

@@ -2,10 +2,12 @@
 tracked by a real MLflow server, then tune-export and tune-train of the best config (the
 session's fixtures e2e and e2e_retrain in tests/conftest.py, which tests/test_browser.py views)."""
 import json
+import platform
 import re
 
 import optuna
 import pytest
+import torch
 
 from conftest import E2E_SAMPLES as SAMPLES
 from mlflow_server.selection import pareto_front
@@ -27,6 +29,11 @@ def test_one_parent_run_and_one_nested_run_per_trial(e2e):
         assert run.info.status in ("FINISHED", "KILLED")
         assert run.data.tags["medtune.space_file"].endswith("multitask.py")
         assert run.data.tags["medtune.data_fingerprint"]
+        machine = {k: v for k, v in run.data.tags.items() if k.startswith("machine/")}  # where it trained
+        assert machine == {"machine/host": platform.node(), "machine/cpu": machine["machine/cpu"],
+                           "machine/cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                           "machine/torch": torch.__version__} and machine["machine/cpu"]
+        assert not any(key.startswith("machine/") for key in run.data.metrics)
         assert re.fullmatch(r"t0[1-4] \w+ test_resnet lr=\S+", run.info.run_name), run.info.run_name
 
 
@@ -116,6 +123,9 @@ def test_exported_best_config_retrains_to_the_same_result(e2e, e2e_retrain):
     assert "Final metrics" in e2e_retrain["out"]
     runs = e2e_retrain["runs"]
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    searched = next(r for r in finished if r.info.run_id == best["run_id"])
+    machine = {k: v for k, v in runs[0].data.tags.items() if k.startswith("machine/")}
+    assert machine and machine == {k: v for k, v in searched.data.tags.items() if k.startswith("machine/")}
     for metric in ("val/f1_macro", "val/accuracy", "val/dice", "val/loss"):
         assert runs[0].data.metrics[metric] == pytest.approx(best["metrics"][metric], abs=1e-6), metric
 

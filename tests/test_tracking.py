@@ -304,10 +304,12 @@ def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, 
     tracker.on_trial_start(iteration=0, trials=[], trial=done)
     for epoch, f1 in enumerate([0.5, 0.6, 0.7], start=1):
         loss = math.nan if epoch == 2 else 1.0 / epoch
-        report(tracker, done, epoch, **{"val/f1_macro": f1, "val/loss": loss, "flag/ok": True})
-    tracker.on_trial_start(iteration=4, trials=[], trial=done)  # e.g. restarted by Ray
+        report(tracker, done, epoch, **{"val/f1_macro": f1, "val/loss": loss, "flag/ok": True,
+                                        "machine/host": "node-a", "machine/cpu": "CPU A"})
+    tracker.on_trial_start(iteration=4, trials=[], trial=done)  # e.g. restarted by Ray, on another node
     matrix = {"classes": ["Normal", "COVID"], "matrix": [[2, 0], [1, 3]], "rows": "true", "columns": "predicted"}
-    report(tracker, done, 3, **{"val/confusion_matrix": matrix, "val/accuracy": 0.8})
+    report(tracker, done, 3, **{"val/confusion_matrix": matrix, "val/accuracy": 0.8, "machine/host": "node-b",
+                                "machine/cpu": "CPU A"})
     tracker.on_trial_complete(iteration=5, trials=[], trial=done)
 
     tracker.on_trial_start(iteration=0, trials=[], trial=stopped)
@@ -328,6 +330,8 @@ def test_tracker_logs_nested_runs_with_statuses(client, experiment, make_trial, 
     assert run.data.tags["medtune.role"] == "trial"
     assert run.data.tags["medtune.parent_run_id"] == parent
     assert run.data.tags["medtune.git"] == "abc123"
+    assert {k: v for k, v in run.data.tags.items() if k.startswith(("machine/", "val/"))} == \
+        {"machine/host": "node-b", "machine/cpu": "CPU A"}  # the machine of its latest epochs; no other string
     assert run.data.params == {
         "train/epochs": "3", "optim/name": "adam", "optim/lr": "0.001", "model/arch": "unet"
     }  # fmt: skip

@@ -26,6 +26,7 @@ from torch import nn
 from trainables.batchnorm import reestimate_batchnorm
 from trainables.evaluation import test_metrics
 from trainables.loading import TrialLoader
+from trainables.machine import machine
 from trainables.models import compile_training, train_mode
 from trainables.optim import make_optimizer, make_schedule, set_epoch_lr
 from trainables.registry import CHECKPOINT_ARTIFACTS, DRAW_KEY
@@ -247,12 +248,13 @@ def fit(cfg: dict, task: Task) -> None:
     """Train `task` under the flat config cfg, reporting metrics to Ray Tune every epoch, with a checkpoint
     every train/checkpoint_s seconds and at the last epoch."""
     device, data, model, loader = start_trial(cfg, task)
+    where = machine(device)  # reported with every epoch: the trial's run is tagged with it
     state = restore(device)
     if task.loss is None:
         metrics = state["metrics"] if state else evaluate_once(task, model, loader, cfg, data, device)
         for epoch in range((state or {}).get("epoch", 0) + 1, cfg["train/epochs"] + 1):
             last = epoch == cfg["train/epochs"] and not state  # resumed: the model's fitted head is not restored
-            report({**metrics, "epoch": epoch}, {"metrics": metrics, "epoch": epoch},
+            report({**metrics, **where, "epoch": epoch}, {"metrics": metrics, "epoch": epoch},
                    figures(task, model, loader, cfg, data, device) if last else None)
         return
     phases = (task.phases or one_phase)(cfg)
@@ -286,7 +288,7 @@ def fit(cfg: dict, task: Task) -> None:
         save = last or time.monotonic() - saved_at >= cfg["train/checkpoint_s"]
         saved = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "phase": phase.number,
                  "epoch": epoch, "speed": speed.state()} if save else None
-        report(metrics, saved, figures(task, model, loader, cfg, data, device) if last else None)
+        report({**metrics, **where}, saved, figures(task, model, loader, cfg, data, device) if last else None)
         if save:
             saved_at = time.monotonic()
 

@@ -77,6 +77,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
 # The folder of a trial's checkpoint whose files become artifacts of its MLflow run (trainables.loop.report
 # writes them, mlflow_server.tracker uploads those of the last checkpoint when the trial completes).
 CHECKPOINT_ARTIFACTS = "artifacts"
+MACHINE_PREFIX = "machine/"  # a trial's reported strings that name its machine: tags of its run (trainables.machine)
 GRADCAM_KEY = "figures/gradcam"  # Grad-CAM pictures of the final model: off in a search, on in tune-train
 
 SPEED_METRICS = ("perf/train_images_per_s", "perf/loader_images_per_s", "perf/epoch_s", "perf/train_total_s",
