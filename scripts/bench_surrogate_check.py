@@ -10,7 +10,7 @@ under --seeds training seeds: the table's seed, then the next ones. A row's valu
 its building machine; another CPU may train the same config and seed to another value, and seeds differ too,
 so each config is compared with the best row trained here under the same seeds. Printed: the best row's
 measured final value, then each config's predicted and measured value, its difference from the best row's
-(with 95% t-intervals over the seeds when there are two or more) and, for a config the table holds, its row's
+(with 95% t-intervals over the seeds from three on, search.ablation.stats) and, for a config the table holds, its row's
 value. Last, how many configs measured within --tolerance of the table's best row and of the best row trained
 here, and the mean measured minus predicted.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import time
@@ -25,7 +26,7 @@ import time
 import numpy as np
 
 from bench_tabular_build import machine_line, train_in_process
-from bench_tabular_replay import Table, surrogate_table
+from bench_tabular_replay import Table, surrogate_table, target
 
 
 def key(params: dict) -> str:
@@ -43,6 +44,7 @@ def main() -> None:
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} {getattr(args, flag)}: takes a whole number of 1 or more")
 
+    from search.ablation.stats import paired, summarize
     from search.spacefile import load_space
 
     with open(args.table) as f:
@@ -68,18 +70,21 @@ def main() -> None:
 
     t0 = time.perf_counter()
     reference = measure(best_row["params"])
-    print(f" best row: measured {spread(reference)}  table {sign * table.best:.4f}  {best_row['params']}",
-          flush=True)
+    best = summarize(list(reference))
+    print(f" best row: measured {spread(best.mean, best.low, best.high)}  table {sign * table.best:.4f}  "
+          f"{best_row['params']}", flush=True)
     measured = []
     for rank, row in enumerate(top, 1):
         values = measure(row["params"])
-        measured.append(values.mean())
+        summary, against = summarize(list(values)), paired(dict(zip(seeds, values)), dict(zip(seeds, reference)))
+        measured.append(summary.mean)
         held = rows.get(key(row["params"]))
-        print(f"{rank:>2}. predicted {row['curves'][primary][-1]:.4f}  measured {spread(values)}  "
-              f"against the best row {spread(values - reference, '+')}  "
+        print(f"{rank:>2}. predicted {row['curves'][primary][-1]:.4f}  "
+              f"measured {spread(summary.mean, summary.low, summary.high)}  "
+              f"against the best row {spread(against.diff, against.low, against.high, '+')}  "
               f"table {'-' if held is None else f'{held:.4f}'}  {row['params']}", flush=True)
     goal = sign * table.target(args.tolerance)  # within tolerance of the table's best row
-    here = reference.mean() - sign * args.tolerance * abs(reference.mean())  # ... of the best row trained here
+    here = sign * target(sign * best.mean, args.tolerance)  # ... of the best row trained here
     within = [sum(sign * m >= sign * g for m in measured) for g in (goal, here)]
     drift = statistics.mean(m - row["curves"][primary][-1] for m, row in zip(measured, top))
     print(f"measured within {args.tolerance:.0%} of the table's best: {within[0]} of {args.top}; of the best row "
@@ -87,16 +92,10 @@ def main() -> None:
           f"({time.perf_counter() - t0:.0f} s)")
 
 
-def spread(values: np.ndarray, sign: str = "") -> str:
-    """The mean of values over seeds, with its 95% t-interval where there are two or more."""
-    from scipy import stats
-
-    mean = values.mean()
-    if len(values) < 2:
-        return f"{mean:{sign}.4f}"
-    sem = stats.sem(values)
-    low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=sem) if sem > 0 else (mean, mean)
-    return f"{mean:{sign}.4f} [{low:{sign}.4f}, {high:{sign}.4f}]"
+def spread(mean: float, low: float, high: float, sign: str = "") -> str:
+    """A mean over seeds with its 95% t-interval (none, NaN, from fewer seeds than search.ablation.stats asks)."""
+    interval = "" if math.isnan(low) else f" [{low:{sign}.4f}, {high:{sign}.4f}]"
+    return f"{mean:{sign}.4f}{interval}"
 
 
 if __name__ == "__main__":

@@ -159,6 +159,11 @@ def tpe_settings(items: list[str]) -> dict:
     return settings
 
 
+def target(best: float, tolerance: float) -> float:
+    """The least value (maximised) within `tolerance` of `best`, relative to its size."""
+    return best - tolerance * abs(best)
+
+
 class Table:
     """The benchmark's rows as arrays: final objectives, per-epoch curves, and the nearest-row lookup."""
 
@@ -185,7 +190,7 @@ class Table:
 
     def target(self, tolerance: float) -> float:
         """The least final primary value (maximised) within `tolerance` of the best: the searches' goal."""
-        return self.best - tolerance * abs(self.best)
+        return target(self.best, tolerance)
 
     def nearest(self, config: dict, taken: set[int] = frozenset()) -> int:
         """The row nearest config; rows in taken only once every row is."""
